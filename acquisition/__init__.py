@@ -1,0 +1,4 @@
+"""Acquisition and curation: sources, downloader, verification, store, state DB, dedup, splits, reports.
+
+Never imports TensorFlow.
+"""

@@ -1,0 +1,1 @@
+"""Image sources, one module each. A source turns its config into a stream of SourceItems."""

@@ -1,0 +1,1 @@
+"""Benchmarks: parity, accuracy, latency, size and memory per artifact, plus the project's speed scripts."""

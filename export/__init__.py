@@ -1,0 +1,1 @@
+"""Export: one module per format (tflite.py, coreml.py, onnx.py), found through `registry`."""

@@ -1,0 +1,29 @@
+"""The Predictor contract every runtime is wrapped in, so parity, accuracy and latency code is
+written once: predict(images uint8|float32 [N,H,W,3] RGB 0..255) -> float32 [N, classes].
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from pocketml.errors import PocketMLError
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    name: str  # e.g. "tflite-fp16" or "keras"
+    input_size: tuple[int, int]  # (height, width)
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def check_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`images` as an [N,H,W,3] array of the model's size, else a one-line error."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or tuple(images.shape[1:3]) != tuple(size):
+        raise PocketMLError(f"images must be [N,{size[0]},{size[1]},3] RGB 0..255; got shape {images.shape}")
+    if images.dtype not in (np.uint8, np.float32):
+        raise PocketMLError(f"images must be uint8 or float32; got {images.dtype}")
+    return images

@@ -1,0 +1,1 @@
+"""Config sections, one module per stage, composed by the pipeline config."""
