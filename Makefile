@@ -38,3 +38,8 @@ bench-env: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache
+
+# The whole chain offline: glyphs A–J -> curate -> EfficientNet-Lite0 -> Core ML/TFLite/ONNX -> bench.
+.PHONY: demo
+demo: $(STAMP)
+	$(BIN)/pocketml run examples/demo.toml --run-dir runs/demo

@@ -18,6 +18,7 @@ class SourceItem:
     box: tuple[float, float, float, float] | None = None
     rotation: int = 0  # degrees clockwise to apply before cropping (Open Images' Rotation column)
     data: bytes | None = None  # bytes made locally (glyphs): no download, straight to verification
+    split: str | None = None  # a split the source itself defines (train/val/test); curation keeps and audits it
 
 
 class Source(Protocol):

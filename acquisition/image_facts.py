@@ -1,0 +1,104 @@
+"""Decode every image once and record what curation needs: size, hashes, quality measures, flags.
+
+Decoding dominates curation time, so it runs in worker processes (both cores of a small machine);
+a file that cannot be decoded becomes a fact with an `error`, never an exception that stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from acquisition import hashing, quality
+from pocketml.configs.curate import CurateConfig
+from pocketml.console import progress
+
+PARALLEL_FROM = 48  # images; below this, starting worker processes costs more than it saves
+
+
+@dataclass
+class ImageFacts:
+    path: Path
+    width: int = 0
+    height: int = 0
+    pixel_hash: str = ""
+    phash: int = 0
+    dhash: int = 0
+    measures: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    error: str | None = None  # why the file could not be read; None when it was
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    """uint8 RGB pixels, EXIF orientation applied, alpha composited on white (as verification stores them)."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+        return np.asarray(img.convert("RGB"))
+
+
+def facts_of(path: Path, config: CurateConfig) -> ImageFacts:
+    """Facts of one file; unreadable files get `error` set."""
+    try:
+        rgb = decode_rgb(path)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        return ImageFacts(path=path, error=f"{type(exc).__name__}: {exc}")
+    height, width = rgb.shape[:2]
+    grey = hashing.grey(rgb)
+    measured = quality.measures(rgb)
+    return ImageFacts(
+        path=path,
+        width=width,
+        height=height,
+        pixel_hash=hashing.pixel_hash(rgb),
+        phash=hashing.phash(grey),
+        dhash=hashing.dhash(grey),
+        measures=measured,
+        flags=quality.flags(measured, width, height, config),
+    )
+
+
+def _facts_job(args: tuple[Path, CurateConfig]) -> ImageFacts:
+    return facts_of(*args)
+
+
+def collect_facts(
+    paths: Sequence[Path], config: CurateConfig, what: str = "hashing images"
+) -> list[ImageFacts]:
+    """Facts for every path, in order, with a progress bar."""
+    workers = config.workers or os.cpu_count() or 1
+    with progress() as bar:
+        task = bar.add_task(what, total=len(paths))
+        if workers <= 1 or len(paths) < PARALLEL_FROM:
+            out = []
+            for path in paths:
+                out.append(facts_of(path, config))
+                bar.advance(task)
+            return out
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            out = []
+            jobs = ((p, config) for p in paths)
+            for fact in pool.map(_facts_job, jobs, chunksize=8):
+                out.append(fact)
+                bar.advance(task)
+            return out
+
+
+def thumbnails(paths: Sequence[Path], side: int) -> np.ndarray:
+    """uint8 [N, side, side, 3] squashed copies (aspect ignored: the baseline wants every pixel)."""
+    out = np.zeros((len(paths), side, side, 3), dtype=np.uint8)
+    for k, path in enumerate(paths):
+        with Image.open(path) as img:
+            img.draft("RGB", (side * 2, side * 2))  # JPEG: decode at reduced scale, much faster
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            out[k] = np.asarray(img.resize((side, side), Image.Resampling.BOX))
+    return out

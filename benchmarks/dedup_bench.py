@@ -1,0 +1,198 @@
+"""Near-duplicate search: pocketml's multi-index hashing vs imagededup's own Hamming search.
+
+Both get the same 64-bit hashes (random ones plus planted copies at every distance 0..12, so the
+threshold edge is exercised) and must return identical pairs at max distance 10. imagededup runs
+in its own venv (.venv-bench, `make bench-env`) as a subprocess calling
+`imagededup.handlers.search.retrieval.HashEval` exactly as `Hashing.find_duplicates` does; only
+its search is timed, not its import. Sizes grow until imagededup would overrun the time budget;
+the speed-up is reported at the largest size it finished. Then pocketml alone at 100k (goal <= 5 s)
+and 1M hashes.
+
+    python benchmarks/dedup_bench.py [--budget SECONDS] [--skip-million]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:  # run as `python benchmarks/dedup_bench.py` from a checkout
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from acquisition.neardup import near_pairs  # noqa: E402
+from benchmarks.common import machine_info, print_result  # noqa: E402
+
+MAX_DISTANCE = 10
+IMAGEDEDUP_SIZES = (2_000, 5_000, 10_000, 20_000, 50_000)
+BENCH_PYTHON = PROJECT_ROOT / ".venv-bench" / "bin" / "python"
+
+IMAGEDEDUP_SCRIPT = r"""
+import json, sys, time
+from multiprocessing import cpu_count
+from imagededup.handlers.search.retrieval import HashEval
+from imagededup.methods.hashing import Hashing
+
+hashes_file, out_file, threshold = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(hashes_file) as fh:
+    encoding_map = json.load(fh)
+start = time.perf_counter()
+result = HashEval(
+    test=encoding_map,
+    queries=encoding_map,
+    distance_function=Hashing.hamming_distance,
+    verbose=False,
+    threshold=threshold,
+    search_method="brute_force_cython",
+    num_dist_workers=cpu_count(),
+).retrieve_results(scores=True)
+seconds = time.perf_counter() - start
+pairs = sorted({tuple(sorted((int(a[1:]), int(b[1:])))) + (d,) for a, found in result.items() for b, d in found})
+with open(out_file, "w") as fh:
+    json.dump({"seconds": seconds, "pairs": pairs}, fh)
+"""
+
+
+def planted_hashes(n: int, seed: int = 0) -> np.ndarray:
+    """n hashes: 90% uniform random, 10% copies of those at 0..12 flipped bits."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**64, size=n - n // 10, dtype=np.uint64)
+    sources = base[rng.integers(0, len(base), size=n // 10)]
+    flips = rng.integers(0, 13, size=n // 10)
+    bits = rng.random((n // 10, 64)).argsort(axis=1)  # a random bit order per copy
+    masks = np.zeros(n // 10, dtype=np.uint64)
+    for k in range(13):
+        chosen = flips > k
+        masks[chosen] |= np.left_shift(np.uint64(1), bits[chosen, k].astype(np.uint64))
+    return np.concatenate([base, sources ^ masks])
+
+
+def ours(hashes: np.ndarray) -> tuple[float, float, set[tuple[int, int, int]]]:
+    """(wall seconds, CPU seconds, pairs) of pocketml's search."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    i, j, d = near_pairs(hashes, MAX_DISTANCE)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu, set(zip(i.tolist(), j.tolist(), d.tolist(), strict=True))
+
+
+def imagededup(hashes: np.ndarray, timeout: float) -> tuple[float, float, set[tuple[int, int, int]]] | None:
+    """(search seconds, subprocess seconds, pairs) from imagededup, or None when it overran timeout."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        hashes_file, out_file = Path(tmp) / "hashes.json", Path(tmp) / "pairs.json"
+        hashes_file.write_text(json.dumps({f"h{k}": f"{int(h):016x}" for k, h in enumerate(hashes)}))
+        try:
+            subprocess.run(
+                [
+                    str(BENCH_PYTHON),
+                    "-c",
+                    IMAGEDEDUP_SCRIPT,
+                    str(hashes_file),
+                    str(out_file),
+                    str(MAX_DISTANCE),
+                ],
+                check=True,
+                timeout=timeout,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        except subprocess.CalledProcessError as exc:
+            sys.exit(f"imagededup failed:\n{exc.stderr[-2000:]}")
+        data = json.loads(out_file.read_text())
+    return data["seconds"], time.perf_counter() - started, {tuple(p) for p in data["pairs"]}
+
+
+def compare_sizes(budget: float) -> list[dict]:
+    rows: list[dict] = []
+    deadline = time.perf_counter() + budget
+    for n in IMAGEDEDUP_SIZES:
+        if rows:
+            last = rows[-1]
+            # Its search is quadratic; importing torch etc. in the subprocess is a fixed cost on top.
+            predicted = last["imagededup_s"] * (n / last["n"]) ** 2 + last["imagededup_overhead_s"]
+            if time.perf_counter() + predicted > deadline:
+                print(
+                    f"n={n}: imagededup would need ~{predicted:.0f} s, over the budget; stopping", flush=True
+                )
+                break
+        hashes = planted_hashes(n, seed=n)
+        wall, cpu, mine = ours(hashes)
+        theirs = imagededup(hashes, timeout=max(1.0, deadline - time.perf_counter()))
+        if theirs is None:
+            print(f"n={n}: imagededup did not finish within the budget", flush=True)
+            break
+        seconds, subprocess_s, their_pairs = theirs
+        if mine != their_pairs:
+            sys.exit(
+                f"n={n}: pairs differ: {len(mine - their_pairs)} only ours, {len(their_pairs - mine)} only imagededup"
+            )
+        rows.append(
+            {
+                "n": n,
+                "pairs": len(mine),
+                "identical": True,
+                "ours_s": round(wall, 4),
+                "ours_cpu_s": round(cpu, 4),
+                "imagededup_s": round(seconds, 3),
+                "imagededup_overhead_s": round(subprocess_s - seconds, 1),
+                "speedup": round(seconds / wall, 1),
+            }
+        )
+        print(
+            f"n={n:>7}: pairs={len(mine):>6} identical  ours {wall:.3f} s (cpu {cpu:.3f})  "
+            f"imagededup {seconds:.2f} s  -> {seconds / wall:.0f}x",
+            flush=True,
+        )
+    return rows
+
+
+def solo(n: int) -> dict:
+    wall, cpu, pairs = ours(planted_hashes(n, seed=n))
+    print(f"n={n:>7}: pairs={len(pairs):>6}  ours {wall:.2f} s (cpu {cpu:.2f} s)", flush=True)
+    return {"n": n, "pairs": len(pairs), "ours_s": round(wall, 3), "ours_cpu_s": round(cpu, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--budget", type=float, default=600.0, help="seconds the imagededup comparison may use in all"
+    )
+    parser.add_argument("--skip-million", action="store_true", help="leave out the 1M-hash run of ours")
+    args = parser.parse_args()
+    if not BENCH_PYTHON.exists():
+        sys.exit(f"{BENCH_PYTHON} not found: run `make bench-env` first (imagededup lives in its own venv)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    print(f"machine: {machine_info()['cpu']} x{os.cpu_count()}, load average {load}", flush=True)
+    rows = compare_sizes(args.budget)
+    at_100k = solo(100_000)
+    at_1m = None if args.skip_million else solo(1_000_000)
+    largest = rows[-1] if rows else None
+    print_result(
+        {
+            "benchmark": "dedup_neardup_search",
+            "max_distance": MAX_DISTANCE,
+            "vs_imagededup": rows,
+            "speedup_at_largest": largest["speedup"] if largest else None,
+            "largest_imagededup_n": largest["n"] if largest else None,
+            "goal_speedup_100x_met": bool(largest and largest["speedup"] >= 100),
+            "ours_100k": at_100k,
+            "goal_100k_5s_met": at_100k["ours_s"] <= 5.0,
+            "ours_1m": at_1m,
+            "load_average": load,
+            "machine": machine_info(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""What `pocketml bench` leaves behind: a console table, results.json, results.csv and a
+self-contained report.html (plots embedded as base64 PNG, so it opens anywhere, offline).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+from pocketml.console import console, fmt, print_table
+from pocketml.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+FIXED_COLUMNS = (
+    "name", "format", "precision", "path", "status", "reason", "bytes", "zip_bytes", "params", "macs", "images",
+    "accuracy", "accuracy_drop_points", "top1_agreement", "max_abs_diff", "mean_abs_diff",
+)  # fmt: skip
+LATENCY_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs", "overhead_pct")
+
+
+def latency_keys(rows: list[dict]) -> list[str]:
+    """Every latency setting measured, thread counts first in numeric order."""
+    keys = {k for row in rows for k in row["latency"]}
+    return sorted(keys, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+
+
+def primary_latency(row: dict) -> float | None:
+    """The row's headline latency: p50 at the most threads measured (or its runtime's default)."""
+    keys = latency_keys([row])
+    return row["latency"][keys[-1]]["p50_ms"] if keys else None
+
+
+# -- files ------------------------------------------------------------------------------
+def csv_rows(results: dict) -> tuple[list[str], list[dict]]:
+    rows = results["rows"]
+    keys = latency_keys(rows)
+    columns = list(FIXED_COLUMNS)
+    columns += [f"{f}@{k}" for k in keys for f in LATENCY_FIELDS]
+    columns += [f"gmacs@{k}" for k in keys] + [f"peak_share@{k}" for k in keys]
+    columns += ["latency_note", "peak_rss_mb", "peak_delta_mb", "recommended", "notes"]
+    out = []
+    for row in rows:
+        flat = {c: row[c] for c in FIXED_COLUMNS}
+        for k, figures in row["latency"].items():
+            flat.update({f"{f}@{k}": figures.get(f) for f in LATENCY_FIELDS})
+        for k, figures in row["throughput"].items():
+            flat.update({f"gmacs@{k}": figures["gmacs"], f"peak_share@{k}": figures["peak_share"]})
+        memory = row["memory"] or {}
+        flat["latency_note"] = row["latency_note"]
+        flat.update(peak_rss_mb=memory.get("peak_rss_mb"), peak_delta_mb=memory.get("peak_delta_mb"))
+        flat.update(recommended=";".join(row["recommended"]), notes=" | ".join(row["notes"]))
+        out.append(flat)
+    return columns, out
+
+
+def csv_text(results: dict) -> str:
+    columns, rows = csv_rows(results)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_all(results: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "json": atomic_write_json(out_dir / "results.json", results),
+        "csv": atomic_write_text(out_dir / "results.csv", csv_text(results)),
+        "html": atomic_write_bytes(out_dir / "report.html", html_report(results).encode("utf-8")),
+    }
+
+
+# -- console ------------------------------------------------------------------------------
+def _mb(value: int | None) -> float | None:
+    return value / 1e6 if value is not None else None
+
+
+def _pct(value: float | None) -> float | None:
+    return value * 100 if value is not None else None
+
+
+def summary_rows(results: dict, reasons: bool = False) -> tuple[list[str], list[list[object]]]:
+    """The table: one line per row; `reasons` puts each status's reason in its cell (HTML has room)."""
+    rows = results["rows"]
+    keys = latency_keys(rows)
+    columns = ["artifact", "status", "MB", "zip MB", "acc %", "Δ pts", "agree %", "max|Δp|"]
+    columns += [f"p50 ms @{k}" for k in keys] + ["GMAC/s", "% peak", "peak MB", "recommended"]
+    table = []
+    for row in rows:
+        head = keys and [k for k in keys if k in row["throughput"]]
+        throughput = row["throughput"][head[-1]] if head else {"gmacs": None, "peak_share": None}
+        status = f"{row['status']}: {row['reason']}" if reasons and row["reason"] else row["status"]
+        table.append(
+            [row["name"], status, _mb(row["bytes"]), _mb(row["zip_bytes"]), _pct(row["accuracy"]),
+             row["accuracy_drop_points"], _pct(row["top1_agreement"]), row["max_abs_diff"]]
+            + [row["latency"].get(k, {}).get("p50_ms", "n/a" if row["latency_note"] else None) for k in keys]
+            + [throughput["gmacs"], _pct(throughput["peak_share"]), (row["memory"] or {}).get("peak_delta_mb"),
+               ",".join(row["recommended"])]
+        )  # fmt: skip
+    return columns, table
+
+
+def print_summary(results: dict) -> None:
+    columns, table = summary_rows(results)
+    data = results["data"]
+    print_table(f"pocketml bench: {data['images']} images ({data['split']} split of {data['source']})", columns, table)
+    for row in results["rows"]:
+        if row["reason"]:
+            console.print(f"{row['name']}: {row['status']}: {row['reason']}")
+        if row["latency_note"]:
+            console.print(f"{row['name']}: latency {row['latency_note']}")
+    for platform, choice in results["recommendations"].items():
+        console.print(f"{platform}: {choice['artifact'] or 'no recommendation'} — {choice['reason']}")
+    overhead, budget = results["harness_overhead_pct_max"], results["config"]["max_overhead_pct"]
+    if overhead is not None:
+        verdict = "within" if overhead <= budget else "OVER"
+        console.print(f"harness overhead vs a bare runtime loop: at most {overhead:.2f}% ({verdict} the {budget:g}% budget)")
+    for note in results["notes"]:
+        console.print(f"note: {note}")
+
+
+# -- plots ----------------------------------------------------------------------------------
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Points (latency, accuracy, name) no other point beats on both: faster and at least as accurate."""
+    front, best = [], float("-inf")
+    for point in sorted(points, key=lambda p: (p[0], -p[1])):
+        if point[1] > best:
+            front.append(point)
+            best = point[1]
+    return front
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def latency_accuracy_png(rows: list[dict]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if r["accuracy"] is not None and primary_latency(r) is not None]
+    if not measured:
+        return None
+    points = [(primary_latency(r), r["accuracy"] * 100, r["name"]) for r in measured]
+    # A file that failed validation is shown but never on the front: it is not a trade-off on offer.
+    valid = [p for p, r in zip(points, measured, strict=True) if r["status"] == "passed"]
+    invalid = [p for p, r in zip(points, measured, strict=True) if r["status"] != "passed"]
+    front = pareto_front(valid)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([p[0] for p in valid], [p[1] for p in valid], color="#9aa5b1", label="passed")
+    if invalid:
+        ax.scatter([p[0] for p in invalid], [p[1] for p in invalid], marker="x", color="#7f3fbf", label="failed validation")
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "o-", color="#d64545", label="Pareto front")
+    for i, (x, y, name) in enumerate(points):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 + 9 * (i % 3)), fontsize=8)
+    ax.set(xlabel="p50 latency, batch 1 (ms, most threads measured)", ylabel="accuracy (%)", xscale="log")
+    ax.set_title("Latency vs accuracy")
+    ax.legend()
+    encoded = _png(fig)
+    plt.close(fig)
+    return encoded
+
+
+def size_png(rows: list[dict]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sized = [r for r in rows if r["bytes"]]
+    if not sized:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(sized) + 1.2))
+    names = [r["name"] for r in sized]
+    ax.barh(names, [r["bytes"] / 1e6 for r in sized], color="#4c72b0", label="file")
+    ax.barh(names, [r["zip_bytes"] / 1e6 for r in sized], color="#dd8452", height=0.4, label="zip (download)")
+    ax.invert_yaxis()
+    ax.set(xlabel="MB", title="Size per artifact")
+    ax.legend()
+    encoded = _png(fig)
+    plt.close(fig)
+    return encoded
+
+
+# -- HTML -------------------------------------------------------------------------------------
+def _table_html(columns: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _estimates_html(rows: list[dict]) -> str:
+    lines = [
+        [r["name"], e["device"], e["runtime"], e["estimate_ms"], e["label"], e["basis"], e["source"]]
+        for r in rows
+        for e in r["estimates"]
+    ]
+    if not lines:
+        return "<p>No device estimates (no MACs counted, or no reference device runs these formats).</p>"
+    columns = ["artifact", "device", "runtime", "estimated ms", "kind", "basis", "source"]
+    return _table_html(columns, lines)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
+th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto}"""
+
+
+def html_report(results: dict) -> str:
+    rows = results["rows"]
+    columns, table = summary_rows(results, reasons=True)
+    plots = [("Latency vs accuracy (Pareto front in red)", latency_accuracy_png(rows)), ("Size", size_png(rows))]
+    images = "".join(
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+        for title, data in plots
+        if data
+    )
+    recs = "".join(
+        f"<li><b>{html.escape(p)}</b>: {html.escape(c['artifact'] or 'no recommendation')} — {html.escape(c['reason'])}</li>"
+        for p, c in results["recommendations"].items()
+    )
+    notes = "".join(
+        f"<li>{html.escape(r['name'])}: {html.escape(n)}</li>"
+        for r in rows
+        for n in [*r["notes"], *([f"latency {r['latency_note']}"] if r["latency_note"] else [])]
+    )
+    runtimes = "".join(
+        f"<li>{html.escape(r['name'])}: {html.escape(r['runtime'])}</li>" for r in rows if r["status"] != "failed"
+    )
+    context = {k: results[k] for k in ("machine", "libraries", "config", "peak_gflops", "data")}
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>pocketml bench</title>"
+        f"<style>{STYLE}</style></head><body><h1>pocketml bench — {html.escape(results['export_dir'])}</h1>"
+        f"<h2>Results</h2>{_table_html(columns, table)}"
+        f"<p>Harness overhead vs a bare runtime loop: at most {fmt(results['harness_overhead_pct_max'])} % "
+        f"(budget {fmt(results['config']['max_overhead_pct'])} %).</p>"
+        f"<h2>Runtimes</h2><ul>{runtimes}</ul><h2>Recommended</h2><ul>{recs}</ul>"
+        f"<h2>Plots</h2>{images}"
+        "<h2>Device estimates</h2><p>Estimates, not measurements: published latencies of a reference model "
+        f"scaled by this model's MACs.</p>{_estimates_html(rows)}"
+        f"<h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>"
+        f"<h2>Machine, libraries, settings</h2><pre>{html.escape(json.dumps(context, indent=2, default=str))}</pre>"
+        "</body></html>"
+    )

@@ -1,0 +1,216 @@
+"""Core ML export: an `.mlpackage` ML program an iOS app hands camera frames to through Vision.
+
+The input is an RGB image (scale 1, bias 0: the model's own preprocessing stays inside the model)
+and the output is a classifier (class label + probability per label), so Vision returns
+VNClassificationObservation. Precisions: fp32 and fp16 compute, int8 linear weight quantisation and
+6-bit k-means palettisation. Labels, the spec and the input description travel in the package's
+user-defined metadata, where `read_spec` finds them again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from export.predictor import check_images
+from pocketml.errors import PocketMLError, RuntimeUnavailable
+from pocketml.spec import ModelSpec
+
+FORMAT = "coreml"
+SUFFIX = ".mlpackage"
+PRECISIONS = ("fp32", "fp16", "int8-weights", "palettized-6bit")
+NEEDS_CALIBRATION: frozenset[str] = frozenset()
+
+DEFAULT_TARGET = "iOS16"  # the first iOS whose Core ML runs compressed (constexpr) weights
+TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment targets
+INPUT_NAME = "image"
+PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
+
+META_LABELS = "pocketml.labels"  # JSON list in output order
+META_SPEC = "pocketml.spec"  # ModelSpec.to_dict() as JSON
+META_INPUT = "pocketml.input"  # JSON: name, shape, colour layout, scale, bias
+META_PRECISION = "pocketml.precision"
+
+
+def convert(
+    model,
+    spec: ModelSpec,
+    precision: str,
+    out_path: Path,
+    calibration: np.ndarray | None,
+    minimum_deployment_target: str = DEFAULT_TARGET,
+) -> list[str]:
+    """Write `model` as an .mlpackage of `precision` to `out_path`; returns notes for the user.
+
+    `calibration` is unused: Core ML's weight compression needs no activation statistics.
+    """
+    if precision not in PRECISIONS:
+        raise PocketMLError(f"unknown Core ML precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    target = deployment_target(minimum_deployment_target)
+    mlmodel = ml_program(model, spec, compute_precision(precision), target)
+    notes: list[str] = []
+    if precision == "int8-weights":
+        mlmodel = int8_weights(mlmodel)
+        notes.append("coreml int8-weights: int8 linear symmetric weights on an fp16 program")
+    elif precision == "palettized-6bit":
+        mlmodel = palettized(mlmodel)
+        notes.append("coreml palettized-6bit: 64-entry k-means look-up tables on an fp16 program")
+    set_metadata(mlmodel, spec, precision, minimum_deployment_target)
+    mlmodel.save(str(out_path))
+    return notes
+
+
+def deployment_target(name: str):
+    """The coremltools target for a name such as "iOS16", else a one-line error."""
+    import coremltools as ct
+
+    if name not in TARGETS:
+        raise PocketMLError(f"unknown minimum deployment target {name!r}; accepted: {', '.join(TARGETS)}")
+    return getattr(ct.target, name)
+
+
+def compute_precision(precision: str):
+    """fp32 computes in float32; every other variant is an fp16 program, as it runs on device
+    (the Neural Engine computes in fp16) and as Apple's compression workflow starts from."""
+    import coremltools as ct
+
+    return ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+
+
+def ml_program(model, spec: ModelSpec, precision, target):
+    """coremltools 9 converts the Keras 3 model object directly (through its TF2 frontend)."""
+    import coremltools as ct
+
+    height, width = spec.image_size
+    layout = ct.colorlayout.RGB if spec.color_order == "RGB" else ct.colorlayout.BGR
+    image = ct.ImageType(
+        name=INPUT_NAME, shape=(1, height, width, 3), color_layout=layout, scale=1.0, bias=[0, 0, 0]
+    )
+    return ct.convert(
+        model,
+        inputs=[image],
+        classifier_config=ct.ClassifierConfig(list(spec.labels)),
+        convert_to="mlprogram",
+        compute_precision=precision,
+        minimum_deployment_target=target,
+    )
+
+
+def int8_weights(mlmodel):
+    import coremltools.optimize.coreml as cto
+
+    op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+    # A channel whose folded weights are all zero (a BatchNorm gamma of 0) gets scale 0, so numpy
+    # warns about 0/0 while quantising it; it dequantises to 0 * q = 0 exactly, so the warning is noise.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+
+
+def palettized(mlmodel):
+    import coremltools.optimize.coreml as cto
+
+    op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=PALETTE_BITS)  # k-means runs on scikit-learn
+    return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+
+
+def input_description(spec: ModelSpec) -> dict:
+    height, width = spec.image_size
+    return {
+        "name": INPUT_NAME,
+        "shape": [1, height, width, 3],
+        "color_layout": spec.color_order,
+        "scale": 1.0,
+        "bias": [0.0, 0.0, 0.0],
+        "range": list(spec.input_range),
+        "preprocessing": "inside the model",
+    }
+
+
+def set_metadata(mlmodel, spec: ModelSpec, precision: str, target: str) -> None:
+    import pocketml
+
+    height, width = spec.image_size
+    what = f"{spec.backbone or 'image'} classifier ({', '.join(spec.labels)})"
+    mlmodel.short_description = f"{what}, {precision}, minimum target {target}; pocketml export"
+    mlmodel.author = "pocketml"
+    mlmodel.version = f"{pocketml.__version__}+{(spec.source_sha256 or 'unhashed')[:12]}"
+    mlmodel.input_description[INPUT_NAME] = (
+        f"RGB image {width}x{height}, pixels 0..255 (preprocessing is inside)"
+    )
+    metadata = mlmodel.user_defined_metadata
+    metadata[META_LABELS] = json.dumps(list(spec.labels))
+    metadata[META_SPEC] = json.dumps(spec.to_dict())
+    metadata[META_INPUT] = json.dumps(input_description(spec))
+    metadata[META_PRECISION] = precision
+
+
+def read_model_spec(path: Path):
+    """The package's Model protobuf (no weights loaded, no Core ML runtime needed)."""
+    import coremltools as ct
+
+    path = Path(path)
+    if not (path / "Manifest.json").is_file():
+        raise PocketMLError(
+            f"{path} is not an .mlpackage (no Manifest.json); give a Core ML package directory"
+        )
+    return ct.utils.load_spec(str(path))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The package's user-defined metadata."""
+    return dict(read_model_spec(path).description.metadata.userDefined)
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The ModelSpec pocketml stored in an .mlpackage's metadata (labels in output order)."""
+    metadata = read_metadata(path)
+    if META_SPEC not in metadata:
+        raise PocketMLError(f"{path} has no '{META_SPEC}' metadata; it was not written by pocketml export")
+    return ModelSpec.from_dict(json.loads(metadata[META_SPEC]))
+
+
+class CoreMLPredictor:
+    """An .mlpackage run by the Core ML runtime (macOS only); see export/predictor.py."""
+
+    def __init__(self, path: Path) -> None:
+        import coremltools as ct
+
+        model_spec = read_model_spec(path)
+        self.spec = read_spec(path)
+        self.name = f"coreml-{model_spec.description.metadata.userDefined.get(META_PRECISION, 'unknown')}"
+        self.input_size = self.spec.image_size
+        self._probabilities = model_spec.description.predictedProbabilitiesName
+        self.model = ct.models.MLModel(str(path))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        images = check_images(images, self.input_size)
+        # A Core ML image input is 8-bit per channel: float pixels are rounded as a camera frame would be.
+        pixels = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+        rows = []
+        for pixel_array in pixels:
+            out = self.model.predict({INPUT_NAME: Image.fromarray(pixel_array, "RGB")})
+            by_label = out[self._probabilities]
+            rows.append([by_label[label] for label in self.spec.labels])
+        return np.asarray(rows, dtype=np.float32)
+
+
+def load(path: Path):
+    """A Predictor for an .mlpackage: Core ML itself on macOS, the numpy reference executor elsewhere."""
+    path = Path(path)
+    if sys.platform == "darwin":
+        return CoreMLPredictor(path)
+    try:
+        from export import coreml_reference
+    except ModuleNotFoundError as exc:
+        if exc.name != "export.coreml_reference":
+            raise
+        raise RuntimeUnavailable(
+            f"no Core ML runtime on {sys.platform}: Core ML runs only on macOS and the reference executor "
+            "(export.coreml_reference) is not installed"
+        ) from exc
+    return coreml_reference.load_reference(path)

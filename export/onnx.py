@@ -1,0 +1,336 @@
+"""ONNX export: fp32 through tf2onnx, fp16 with float32 I/O, dynamic and static (QDQ) int8 through
+onnxruntime.quantization, and a Predictor over onnxruntime's CPU provider.
+
+Every file takes `image`: float32 [N, H, W, 3] RGB 0..255 (NHWC, the model's preprocessing inside) and
+returns `probabilities`: float32 [N, classes]. Labels, the spec and the normalisation travel in the
+model's `metadata_props`, so a file on its own says what it expects and what its outputs mean.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from export.predictor import check_images
+from pocketml.errors import PocketMLError
+from pocketml.spec import ModelSpec
+
+FORMAT = "onnx"
+SUFFIX = ".onnx"
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+NEEDS_CALIBRATION = frozenset({"int8"})
+
+OPSET = 17  # the default opset: ONNX Runtime Mobile and every current runtime execute it
+OPSETS = range(13, 19)  # 13: per-channel QDQ needs it; 18: the newest tf2onnx 1.17 writes
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+CALIBRATION_BATCH = 16  # images per calibration batch: bounds memory while collecting ranges
+PREDICT_BATCH = 64  # images per session.run call: bounds memory for large evaluation sets
+
+META_LABELS = "labels"  # JSON list, in output order
+META_SPEC = "pocketml.spec"  # ModelSpec.to_dict() as JSON
+META_NORMALIZATION = "normalization"  # JSON of the in-model preprocessing (already applied inside)
+META_INPUT = "input"  # JSON: name, layout, dtype, range, colour order
+META_PRECISION = "pocketml.precision"
+
+DYNAMIC_INT8_NOTE = (
+    "onnx int8-dynamic: ONNX Runtime quantises activations at run time and its ConvInteger kernels "
+    "are slow: it ran ~8x slower than fp32 on an AVX2 CPU without VNNI (~15x on an AVX-512 VNNI one); "
+    "prefer fp32, fp16 or static int8 for convolutional models"
+)
+
+
+def convert(
+    model,
+    spec: ModelSpec,
+    precision: str,
+    out_path: Path,
+    calibration: np.ndarray | None,
+    opset: int = OPSET,
+) -> list[str]:
+    """Write `model` as an ONNX file of `precision` to `out_path`; returns notes for the user."""
+    import onnx
+
+    if precision not in PRECISIONS:
+        raise PocketMLError(f"unknown ONNX precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    if opset not in OPSETS:
+        raise PocketMLError(
+            f"ONNX opset {opset} is not accepted; use {OPSETS.start}..{OPSETS.stop - 1} (default {OPSET})"
+        )
+    if precision in NEEDS_CALIBRATION:
+        calibration = calibration_images(calibration, spec)  # before the slow conversion, not after
+    fp32 = float32_model(model, spec, opset)
+    notes: list[str] = []
+    if precision == "fp32":
+        proto = folded(fp32)
+    elif precision == "fp16":
+        proto = float16_model(folded(fp32))
+    elif precision == "int8-dynamic":
+        proto = dynamic_int8_model(fp32)
+        notes.append(DYNAMIC_INT8_NOTE)
+    else:
+        proto = static_int8_model(fp32, calibration)
+        notes.append(
+            f"onnx int8: static QDQ calibrated on {len(calibration)} images (per-channel, reduce_range)"
+        )
+    drop_unused_opsets(proto)
+    add_metadata(proto, spec, precision)
+    onnx.checker.check_model(proto)
+    Path(out_path).write_bytes(proto.SerializeToString())
+    return notes
+
+
+def float32_model(model, spec: ModelSpec, opset: int = OPSET):
+    """The Keras model as an fp32 ONNX ModelProto with input `image` [N,H,W,3] and output `probabilities`."""
+    import tensorflow as tf
+    import tf2onnx
+
+    height, width = spec.image_size
+    signature = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    rename_value(proto, proto.graph.input[0].name, INPUT_NAME)
+    rename_value(proto, proto.graph.output[0].name, OUTPUT_NAME)
+    return proto
+
+
+def folded(proto):
+    """The graph after onnxruntime's basic (provider-independent) optimisations.
+
+    tf2onnx leaves Keras 3's inference BatchNorm as separate Mul and Add nodes after each Conv;
+    folding them into the Conv weights gives a smaller graph and, in fp16, fewer roundings:
+    max|dp| vs Keras on 100 photos fell from 0.038 to 0.016 for MobileNetV2 fp16. The rewrites use
+    standard ONNX ops only, so the file stays portable to every runtime.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="pocketml-onnx-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
+def drop_unused_opsets(proto) -> None:
+    """Keep only the operator-set imports the graph's nodes use.
+
+    onnxruntime writes its optimised models declaring every domain it knows (com.microsoft,
+    org.pytorch.aten, ...); a runtime that does not know a declared domain may refuse the file.
+    """
+    used = {node.domain or "" for node in proto.graph.node} | {""}
+    kept = [opset for opset in proto.opset_import if (opset.domain or "") in used]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+
+
+def rename_value(proto, old: str, new: str) -> None:
+    """Rename a graph value everywhere it appears, so every file has the same I/O names whatever
+    the Keras layers were called."""
+    if old == new:
+        return
+    graph = proto.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def float16_model(fp32):
+    """Weights and compute in float16, inputs and outputs kept float32 so callers feed the same arrays."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    fp16 = convert_float_to_float16(fp32, keep_io_types=True)
+    # The converter appends the float32<->float16 Casts at the end of the node list; onnx.checker
+    # (and some runtimes) require topological order.
+    OnnxModel.graph_topological_sort(fp16.graph, is_deterministic=True)
+    return fp16
+
+
+def dynamic_int8_model(fp32):
+    """int8 weights, activations quantised per batch at run time (no calibration needed).
+
+    Takes the unfolded graph: ConvInteger quantises each weight tensor with one scale, and BatchNorm
+    scales folded into the weights spread channels over orders of magnitude (agreement with Keras
+    fell from 0.91 to 0.43 on 100 photos); unfolded, the BatchNorm stays a float Mul after it.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="pocketml-onnx-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(fp32, str(src))
+        # ORT's CPU ConvInteger kernel only takes uint8 weights; int8 weights fail at session load.
+        quantize_dynamic(src, dst, weight_type=QuantType.QUInt8)
+        return onnx.load(str(dst))
+
+
+def static_int8_model(fp32, images: np.ndarray):
+    """A QDQ int8 model whose activation ranges come from `images` (uint8 or float32, RGB 0..255)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="pocketml-onnx-") as tmp:
+        src, prepared, dst = (Path(tmp) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save(fp32, str(src))
+        # Shape inference + graph optimisation first, as onnxruntime recommends: folded BatchNorms and
+        # known shapes give the quantiser one scale per real tensor instead of per intermediate.
+        quant_pre_process(str(src), str(prepared))
+        prepared_proto = onnx.load(str(prepared))
+        quantize_static(
+            prepared,
+            dst,
+            calibration_data_reader=ImageCalibrationReader(prepared_proto.graph.input[0].name, images),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Without VNNI, x86 executes u8*s8 products with VPMADDUBSW, which saturates int16 pairs
+            # of products; full 8-bit per-channel weights overflowed there and flipped 2 of 16 real
+            # predictions. 7-bit weights (reduce_range) cannot saturate. The cost is real: on a VNNI
+            # CPU (no saturation) a random-head MobileNetV2 agreed with Keras on 0.82 of 100 photos
+            # with reduce_range and 0.96 without; we pick the file that is safe on every x86 host.
+            reduce_range=True,
+            # The final softmax stays float: quantised probabilities would be rounded to 1/255 steps.
+            nodes_to_exclude=[node.name for node in prepared_proto.graph.node if node.op_type == "Softmax"],
+        )
+        return onnx.load(str(dst))
+
+
+def calibration_images(calibration: np.ndarray | None, spec: ModelSpec) -> np.ndarray:
+    """The calibration set checked against the model's input size, else a one-line error."""
+    if calibration is None or len(calibration) == 0:
+        raise PocketMLError(
+            "onnx int8 needs calibration images; pass --calibration DIR (ImageFolder or flat)"
+        )
+    return check_images(calibration, spec.image_size)
+
+
+class ImageCalibrationReader:
+    """onnxruntime CalibrationDataReader over an image array, in batches of CALIBRATION_BATCH."""
+
+    def __init__(self, input_name: str, images: np.ndarray) -> None:
+        self.input_name = input_name
+        self.images = images
+        self._batches = self._iter_batches()
+
+    def _iter_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self.images), CALIBRATION_BATCH):
+            yield {self.input_name: self.images[start : start + CALIBRATION_BATCH].astype(np.float32)}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = self._iter_batches()
+
+
+def add_metadata(proto, spec: ModelSpec, precision: str) -> None:
+    """Labels, spec, normalisation and input description as metadata_props (replacing older values)."""
+    height, width = spec.image_size
+    values = {
+        META_LABELS: json.dumps(list(spec.labels)),
+        META_SPEC: json.dumps(spec.to_dict()),
+        META_NORMALIZATION: json.dumps(spec.to_dict()["normalization"]),
+        META_INPUT: json.dumps(
+            {
+                "name": INPUT_NAME,
+                "layout": "NHWC",
+                "shape": [-1, height, width, 3],
+                "dtype": "float32",
+                "range": list(spec.input_range),
+                "color_order": spec.color_order,
+                "preprocessing": "inside the model",
+            }
+        ),
+        META_PRECISION: precision,
+    }
+    kept = [prop for prop in proto.metadata_props if prop.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+    proto.doc_string = f"pocketml {precision} classifier: {', '.join(spec.labels)}"
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The model's metadata_props as a dict (weights are not loaded)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except OSError as exc:
+        raise PocketMLError(f"cannot read ONNX model {path}: {exc.strerror or exc}") from exc
+    except DecodeError as exc:
+        raise PocketMLError(f"{path} is not an ONNX model (protobuf decode failed)") from exc
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The ModelSpec stored in a pocketml ONNX file."""
+    metadata = read_metadata(path)
+    if META_SPEC not in metadata:
+        raise PocketMLError(f"{path} has no '{META_SPEC}' metadata; it was not written by pocketml export")
+    return ModelSpec.from_dict(json.loads(metadata[META_SPEC]))
+
+
+class OnnxPredictor:
+    """An ONNX file run by onnxruntime on the CPU; see export/predictor.py for the contract."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        metadata = read_metadata(path)
+        self.session = _session(path, threads)
+        self.spec = ModelSpec.from_dict(json.loads(metadata[META_SPEC])) if META_SPEC in metadata else None
+        self.name = f"onnx-{metadata.get(META_PRECISION, Path(path).stem)}"
+        self.input_size = self.spec.image_size if self.spec else _static_input_size(self.session, path)
+        self._input = self.session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = check_images(images, self.input_size).astype(np.float32, copy=False)
+        batches = [
+            self.session.run(None, {self._input: images[start : start + PREDICT_BATCH]})[0]
+            for start in range(0, len(images), PREDICT_BATCH)
+        ]
+        return np.concatenate(batches).astype(np.float32, copy=False)
+
+
+def load(path: Path, threads: int | None = None) -> OnnxPredictor:
+    """A Predictor for an ONNX file; `threads` caps onnxruntime's intra-op threads (None: its default)."""
+    return OnnxPredictor(Path(path), threads)
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise PocketMLError(f"threads must be >= 1; got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the QDQ models log benign fusion warnings
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.NoSuchFile) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PocketMLError(f"onnxruntime cannot load {path}: {first_line}") from exc
+
+
+def _static_input_size(session, path: Path) -> tuple[int, int]:
+    """(height, width) from a foreign file's NHWC input shape, for files without pocketml metadata."""
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4 or not all(isinstance(dim, int) for dim in shape[1:3]) or shape[3] != 3:
+        raise PocketMLError(f"{path}: input shape {shape} is not [N,H,W,3] with fixed H and W")
+    return int(shape[1]), int(shape[2])

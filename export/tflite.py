@@ -1,0 +1,140 @@
+"""TFLite (LiteRT) export: fp32, fp16, dynamic-range int8, full-integer int8 (float I/O) and int8
+with uint8 input/output, each carrying standard classifier metadata and its labels file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.predictor import check_images
+from export.tflite_metadata import ClassifierInfo, populate
+from pocketml.errors import PocketMLError
+from pocketml.fsutil import atomic_write_bytes
+from pocketml.spec import ModelSpec
+
+FORMAT = "tflite"
+SUFFIX = ".tflite"
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8", "int8-uint8io")
+NEEDS_CALIBRATION = frozenset({"int8", "int8-uint8io"})
+
+NOTES = {
+    "fp16": "fp16 weights; runs in fp32 on CPU and fp16 on the GPU delegate",
+    "int8-dynamic": "int8 weights, activations quantised at run time; float input/output",
+    "int8": "full integer (calibrated); float32 input 0..255 and float32 probabilities",
+    "int8-uint8io": "full integer (calibrated); uint8 input (camera bytes 0..255) and uint8 output (probability x 255)",
+}
+
+
+def _frozen_function(model: Any, spec: ModelSpec):
+    """The model as a traced function with its weights as constants, batch fixed at 1.
+
+    Batch 1 is what mobile interpreters and the Task library's ImageClassifier expect. Freezing
+    here (no trackable object) takes ~3 s per conversion; from_keras_model writes and re-reads a
+    SavedModel every time (~30 s for MobileNetV2 α0.35 on a busy 2-core machine).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    signature = tf.TensorSpec([1, *spec.image_size, 3], tf.float32, name="image")
+    function = tf.function(lambda image: model(image, training=False)).get_concrete_function(signature)
+    return convert_variables_to_constants_v2(function)
+
+
+def _representative(calibration: np.ndarray):
+    def dataset():
+        for image in calibration:
+            yield [image[None].astype(np.float32)]
+
+    return dataset
+
+
+def _converter(model: Any, spec: ModelSpec, precision: str, calibration: np.ndarray | None):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_function(model, spec)])
+    if precision == "fp32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision in NEEDS_CALIBRATION:
+        if calibration is None or len(calibration) == 0:
+            raise PocketMLError(f"tflite {precision} needs calibration images; pass --calibration DIR")
+        converter.representative_dataset = _representative(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if precision == "int8-uint8io":
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+    elif precision != "int8-dynamic":
+        raise PocketMLError(f"tflite has no precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    return converter
+
+
+def _info(spec: ModelSpec, precision: str) -> ClassifierInfo:
+    norm = spec.normalization
+    description = (
+        f"Image classifier ({', '.join(spec.labels)}), {spec.image_size[0]}x{spec.image_size[1]} RGB, {precision}. "
+        f"Preprocessing is inside the model ({norm.name}: (x - {norm.mean[0]:g}) / {norm.std[0]:g}); "
+        "feed pixels 0..255."
+    )
+    version = (spec.source_sha256 or "unknown")[:12]
+    return ClassifierInfo("pocketml classifier", description, version, spec.labels, precision == "int8-uint8io")
+
+
+def convert(model: Any, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray | None) -> list[str]:
+    """Write `model` as a .tflite of `precision` to `out_path`; returns notes for the user."""
+    tflite = _converter(model, spec, precision, calibration).convert()
+    atomic_write_bytes(out_path, populate(tflite, _info(spec, precision)))
+    notes = [NOTES[precision]] if precision in NOTES else []
+    if precision in NEEDS_CALIBRATION and calibration is not None:
+        notes.append(f"calibrated on {len(calibration)} images")
+    return notes
+
+
+class TFLitePredictor:
+    """LiteRT interpreter behind the Predictor contract; quantised I/O is converted to and from float."""
+
+    def __init__(self, path: Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.name = f"tflite:{path.stem}"
+        self.interpreter = Interpreter(model_path=str(path))
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_size = (int(self.input["shape"][1]), int(self.input["shape"][2]))
+
+    def _quantised_input(self, image: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return image[None].astype(np.float32)
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        values = np.round(image.astype(np.float32) / scale + zero_point)
+        return np.clip(values, info.min, info.max).astype(dtype)[None]
+
+    def _float_output(self, raw: np.ndarray) -> np.ndarray:
+        if self.output["dtype"] == np.float32:
+            return raw.astype(np.float32)
+        scale, zero_point = self.output["quantization"]
+        return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = check_images(images, self.input_size)
+        rows = []
+        for image in images:
+            self.interpreter.set_tensor(self.input["index"], self._quantised_input(image))
+            self.interpreter.invoke()
+            rows.append(self._float_output(self.interpreter.get_tensor(self.output["index"]))[0])
+        classes = int(self.output["shape"][-1])
+        return np.stack(rows) if rows else np.zeros((0, classes), dtype=np.float32)
+
+
+def load(path: str | Path) -> TFLitePredictor:
+    path = Path(path)
+    if not path.is_file():
+        raise PocketMLError(f"{path} does not exist; give a .tflite file written by `pocketml export`")
+    return TFLitePredictor(path)

@@ -1,0 +1,43 @@
+"""`[export]`: which files `pocketml export` produces and how it checks them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pocketml.artifact import FORMATS
+from pocketml.errors import PocketMLError
+
+
+@dataclass
+class ExportConfig:
+    # File formats to produce, in order; any of tflite, coreml, onnx.
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    # Precisions to produce; empty means every precision each format supports (see export.registry).
+    precisions: list[str] = field(default_factory=list)
+    # Images for int8 calibration (ImageFolder or flat folder); None: the model's dataset is not known,
+    # so calibrated variants (tflite int8, onnx int8) fail with a reason and the rest still export.
+    calibration: Path | None = None
+    # Calibration images used at most (deterministic choice); >= 100 when the folder has them.
+    calibration_images: int = 200
+    # Input size "N" or "HxW" for models whose input is dynamic (None: the model's own size or spec.json).
+    image_size: str | None = None
+    # Labels file (one per line) that replaces spec.json's labels; None: use spec.json beside the model.
+    labels: Path | None = None
+    # Oldest iOS the Core ML package must run on (mlprogram needs iOS15+; fp16 compute iOS16+).
+    minimum_deployment_target: str = "iOS16"
+    # ONNX opset for the fp32 graph (17 is what onnxruntime mobile and most tooling accept).
+    opset: int = 17
+    # Run `validate` against the Keras original after exporting.
+    validate: bool = True
+    # Images for validation; None: the calibration images recorded in the manifest.
+    validation_images: Path | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise PocketMLError(f"unknown format(s) {unknown or '(none given)'}; accepted: {', '.join(FORMATS)}")
+        if self.calibration_images < 1:
+            raise PocketMLError(f"calibration_images = {self.calibration_images}; need at least 1")
+        if self.opset < 13:
+            raise PocketMLError(f"opset {self.opset} is too old; accepted: 13 or newer (default 17)")

@@ -1,0 +1,360 @@
+"""`pocketml run PIPELINE.toml`: acquire → curate → train → export → bench in one run directory.
+
+Each stage reads only the directories of the stages before it and is skipped when nothing it
+depends on changed. What it depends on is recorded after every run in `<stage dir>/stage-<name>.json`:
+the sha256 of the stage's config section (canonical JSON), of its input manifests and of its
+primary outputs. Before running, the same hashes are recomputed; any difference (or a missing
+record, e.g. after a crash) reruns the stage, and a rerun that changes its outputs makes the next
+stage's inputs differ, so the change cascades exactly as far as it matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pocketml.errors import PocketMLError
+from pocketml.paths import STAGES, RunPaths
+
+if TYPE_CHECKING:
+    from pocketml.configs.pipeline import PipelineConfig
+
+RAN, SKIPPED = "ran", "skipped"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    status: str  # ran | skipped
+    seconds: float
+    directory: Path
+    reason: str  # why it ran or why it was skipped
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    section: Callable[[PipelineConfig, RunPaths], object]  # the config the stage runs with
+    inputs: Callable[[PipelineConfig, RunPaths], list[Path]]  # files whose content decides a rerun
+    outputs: Callable[[RunPaths], list[Path]]  # files the stage makes that later stages never modify
+    run: Callable[[PipelineConfig, RunPaths], object]
+
+
+# ---------------------------------------------------------------- the five stages
+
+
+def _acquire(config: PipelineConfig, paths: RunPaths) -> object:
+    from acquisition.acquire import acquire
+
+    return acquire(config.acquire, paths.dataset)
+
+
+def _curate(config: PipelineConfig, paths: RunPaths) -> object:
+    from acquisition.curate import curate
+
+    return curate(paths.dataset, config.curate)
+
+
+def _train(config: PipelineConfig, paths: RunPaths) -> object:
+    from training.train import train
+
+    return train(paths.dataset, paths.model, config.train)
+
+
+def _export(config: PipelineConfig, paths: RunPaths) -> object:
+    from export.exporter import export_model
+
+    return export_model(paths.model, paths.export, export_section(config, paths))
+
+
+def _bench(config: PipelineConfig, paths: RunPaths) -> object:
+    from benchmarks.bench import bench
+
+    return bench(paths.export, paths.dataset, paths.bench, config.bench)
+
+
+def export_section(config: PipelineConfig, paths: RunPaths) -> object:
+    """[export] with the run's own curated dataset as calibration/validation images when none are given."""
+    section = config.export
+    if getattr(section, "calibration", "absent") is None:
+        section = dataclasses.replace(section, calibration=paths.dataset)
+    return section
+
+
+def _export_inputs(config: PipelineConfig, paths: RunPaths) -> list[Path]:
+    model = [paths.model / "model.keras", paths.model / "spec.json"]
+    section = export_section(config, paths)
+    uses_dataset = getattr(section, "calibration", None) == paths.dataset
+    return model + ([paths.dataset / "manifest.csv"] if uses_dataset else [])
+
+
+def _export_outputs(paths: RunPaths) -> list[Path]:
+    """The exported model files; manifest.json itself is left out because bench marks `recommended` in it."""
+    manifest = paths.export / "manifest.json"
+    if not manifest.is_file():
+        return [manifest]
+    try:
+        artifacts = json.loads(manifest.read_text()).get("artifacts", [])
+    except json.JSONDecodeError:
+        return [manifest]
+    return [paths.export / a["path"] for a in artifacts if a.get("status") != "failed" and a.get("path")]
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage("acquire", lambda c, p: c.acquire, lambda c, p: [],
+          lambda p: [p.dataset / "pool.csv"], _acquire),
+    Stage("curate", lambda c, p: c.curate, lambda c, p: [p.dataset / "pool.csv"],
+          lambda p: [p.dataset / "manifest.csv"], _curate),
+    Stage("train", lambda c, p: c.train, lambda c, p: [p.dataset / "manifest.csv"],
+          lambda p: [p.model / "model.keras", p.model / "spec.json"], _train),
+    Stage("export", export_section, _export_inputs, _export_outputs, _export),
+    # bench updates export/manifest.json (recommended), so its input hash is recorded after it ran.
+    Stage("bench", lambda c, p: c.bench, lambda c, p: [p.export / "manifest.json", p.dataset / "manifest.csv"],
+          lambda p: [p.bench / "results.json"], _bench),
+)
+assert tuple(s.name for s in PIPELINE) == STAGES
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def config_sha256(section: object) -> str:
+    """sha256 of a config section as canonical JSON (sorted keys, paths as strings)."""
+    data = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_hashes(files: list[Path], root: Path) -> dict[str, str | None]:
+    """{path relative to the run dir: sha256, or None when the file is missing}."""
+    from pocketml.fsutil import sha256_file
+
+    return {_relative(f, root): (sha256_file(f) if f.exists() else None) for f in files}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def record_path(stage: Stage, paths: RunPaths) -> Path:
+    return paths.stage_dir(stage.name) / f"stage-{stage.name}.json"
+
+
+def fingerprint(stage: Stage, config: PipelineConfig, paths: RunPaths) -> dict:
+    return {"config_sha256": config_sha256(stage.section(config, paths)),
+            "inputs": file_hashes(stage.inputs(config, paths), paths.root)}
+
+
+def staleness(stage: Stage, config: PipelineConfig, paths: RunPaths) -> str | None:
+    """Why the stage must run, or None when its record matches its config, inputs and outputs."""
+    path = record_path(stage, paths)
+    if not path.is_file():
+        return "no record of a finished run"
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return f"{path.name} is unreadable"
+    now = fingerprint(stage, config, paths)
+    if record.get("config_sha256") != now["config_sha256"]:
+        return f"[{stage.name}] config changed"
+    changed = _differences(record.get("inputs", {}), now["inputs"])
+    if changed:
+        return f"input changed: {changed}"
+    outputs = file_hashes(stage.outputs(paths), paths.root)
+    changed = _differences(record.get("outputs", {}), outputs)
+    return f"output changed or missing: {changed}" if changed else None
+
+
+def _differences(before: dict, now: dict) -> str:
+    names = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) or now.get(k) is None)
+    return ", ".join(names)
+
+
+def write_record(stage: Stage, config: PipelineConfig, paths: RunPaths, seconds: float, summary: object) -> None:
+    from pocketml.fsutil import atomic_write_json
+
+    record = {"stage": stage.name, **fingerprint(stage, config, paths),
+              "outputs": file_hashes(stage.outputs(paths), paths.root),
+              "seconds": round(seconds, 3), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "summary": _jsonable(summary)}
+    atomic_write_json(record_path(stage, paths), record)
+
+
+def _jsonable(summary: object) -> object:
+    if dataclasses.is_dataclass(summary) and hasattr(summary, "to_dict"):
+        return {"artifacts": len(summary.to_dict().get("artifacts", []))}
+    if isinstance(summary, Path):
+        return str(summary)
+    if isinstance(summary, dict):
+        return json.loads(json.dumps(summary, default=str))
+    return None
+
+
+# ---------------------------------------------------------------- running
+
+
+def selected_stages(from_stage: str | None = None, only: str | None = None, to_stage: str | None = None) -> list[Stage]:
+    """The stages to consider, in pipeline order."""
+    if only and (from_stage or to_stage):
+        raise PocketMLError("--only cannot be combined with --from/--to; use --from A --to B for a range")
+    for value in (from_stage, only, to_stage):
+        if value is not None and value not in STAGES:
+            raise PocketMLError(f"unknown stage {value!r}; accepted: {', '.join(STAGES)}")
+    first = STAGES.index(only or from_stage or STAGES[0])
+    last = STAGES.index(only or to_stage or STAGES[-1])
+    if last < first:
+        raise PocketMLError(f"--to {to_stage} comes before --from {from_stage}; stages run in the order {' → '.join(STAGES)}")
+    return list(PIPELINE[first : last + 1])
+
+
+def run_pipeline(config_path: str | Path, run_dir: str | Path | None = None, from_stage: str | None = None,
+                 only: str | None = None, force: bool = False, to_stage: str | None = None) -> list[StageResult]:
+    """Run the pipeline described by the TOML at `config_path`; returns one result per selected stage."""
+    config, paths = load_run(config_path, run_dir)
+    return run_stages(config, paths, selected_stages(from_stage, only, to_stage), force)
+
+
+def load_run(config_path: str | Path, run_dir: str | Path | None) -> tuple[PipelineConfig, RunPaths]:
+    """The validated config and the run directory (--run-dir wins over the TOML's run_dir)."""
+    from pocketml.configs.pipeline import load_pipeline_config
+
+    config = load_pipeline_config(config_path)
+    return config, RunPaths(Path(run_dir) if run_dir is not None else config.run_dir)
+
+
+def run_stages(config: PipelineConfig, paths: RunPaths, stages: list[Stage], force: bool) -> list[StageResult]:
+    from rich.markup import escape
+
+    from pocketml.console import console
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    results = []
+    for stage in stages:
+        reason = "--force" if force else staleness(stage, config, paths)
+        if reason is None:
+            console.print(f"[bold]{stage.name}[/]: up to date, skipped")
+            results.append(StageResult(stage.name, SKIPPED, 0.0, paths.stage_dir(stage.name), "unchanged"))
+            continue
+        require_inputs(stage, config, paths)
+        console.print(f"[bold]{stage.name}[/]: running ({escape(reason)})")
+        before = file_hashes(stage.outputs(paths), paths.root)
+        results.append(run_stage(stage, config, paths, reason))
+        if reason.endswith("config changed") and file_hashes(stage.outputs(paths), paths.root) == before:
+            # e.g. acquire resumes finished shards: a changed source may add nothing to an existing pool.
+            console.print(f"note: {stage.name} ran with a changed config but its outputs are unchanged; "
+                          f"use a new --run-dir to build them from scratch")
+    return results
+
+
+def require_inputs(stage: Stage, config: PipelineConfig, paths: RunPaths) -> None:
+    missing = [p for p in stage.inputs(config, paths) if not p.exists()]
+    if missing:
+        raise PocketMLError(f"stage {stage.name} needs {', '.join(map(str, missing))}, which does not exist; "
+                            "run the earlier stages first (without --from/--only)")
+
+
+def run_stage(stage: Stage, config: PipelineConfig, paths: RunPaths, reason: str) -> StageResult:
+    record = record_path(stage, paths)
+    # A stage that dies half-way must not look finished on the next run.
+    record.unlink(missing_ok=True)
+    start = time.perf_counter()
+    try:
+        summary = stage.run(config, paths)
+    except BaseException:
+        from pocketml.console import err_console
+
+        err_console.print(f"{stage.name}: stopped after {time.perf_counter() - start:.1f} s; the stages before it "
+                          "are kept and a rerun starts here")
+        raise
+    seconds = time.perf_counter() - start
+    write_record(stage, config, paths, seconds, summary)
+    return StageResult(stage.name, RAN, seconds, paths.stage_dir(stage.name), reason)
+
+
+# ---------------------------------------------------------------- the closing summary
+
+
+def print_summary(results: list[StageResult], paths: RunPaths) -> None:
+    from pocketml.console import console, print_table
+
+    print_table(f"pocketml run → {paths.root}", ["stage", "status", "seconds", "directory", "why"],
+                [(r.stage, r.status, round(r.seconds, 1), r.directory, r.reason) for r in results])
+    print_bench_table(paths)
+    for line in bundle_lines(paths):
+        console.print(line)
+
+
+def print_bench_table(paths: RunPaths) -> None:
+    """bench's own console table, from the results.json it wrote (also when bench was skipped)."""
+    from benchmarks.report import print_summary as print_bench_summary
+    from pocketml.console import console
+
+    results = paths.bench / "results.json"
+    if not results.is_file():
+        return
+    print_bench_summary(json.loads(results.read_text()))
+    files = [paths.bench / name for name in ("results.csv", "report.html")]
+    console.print("benchmark table: " + ", ".join(str(f) for f in [results, *files] if f.is_file()))
+
+
+PLATFORM_DIRS = (("iOS", "ios"), ("Android", "android"), ("ONNX", "onnx"))
+
+
+def bundle_lines(paths: RunPaths) -> list[str]:
+    """Where each platform's bundle is, with the artifact bench recommends for it."""
+    recommended = recommended_by_platform(paths.export)
+    lines = []
+    for platform, folder in PLATFORM_DIRS:
+        path = paths.export / folder
+        if path.is_dir():
+            pick = recommended.get(platform.lower())
+            lines.append(f"{platform} bundle: {path}" + (f" (recommended: {pick})" if pick else ""))
+    return lines
+
+
+def recommended_by_platform(export_dir: Path) -> dict[str, str]:
+    manifest = export_dir / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        artifacts = json.loads(manifest.read_text()).get("artifacts", [])
+    except json.JSONDecodeError:
+        return {}
+    return {platform.lower(): f"{a['format']}-{a['precision']}"
+            for a in artifacts for platform in a.get("recommended") or []}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run acquire → curate → train → export → bench from one TOML file",
+        description="Run the whole pipeline into one run directory; stages whose config and inputs are "
+                    "unchanged since their last run are skipped.")
+    parser.add_argument("config", type=Path, metavar="PIPELINE.toml", help="pipeline config (see examples/)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: run_dir in the TOML)")
+    parser.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
+                        help="start at this stage; earlier stages are taken as they are")
+    parser.add_argument("--to", dest="to_stage", choices=STAGES, default=None, help="stop after this stage")
+    parser.add_argument("--only", choices=STAGES, default=None, help="run just this stage")
+    parser.add_argument("--force", action="store_true", help="rerun the selected stages even when up to date")
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config, paths = load_run(args.config, args.run_dir)
+    results = run_stages(config, paths, selected_stages(args.from_stage, args.only, args.to_stage),
+                         args.force)
+    print_summary(results, paths)
+    return 0

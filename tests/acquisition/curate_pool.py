@@ -1,0 +1,102 @@
+"""Build small pools and ImageFolders from real hot-dog photos for the curation tests.
+
+Written directly (images + pool.csv in acquisition's layout) so these tests do not depend on the
+acquisition code.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from acquisition.curate import POOL_COLUMNS
+
+
+def real_photos(hotdog_dir: Path, label: str, count: int, split: str = "train") -> list[Path]:
+    return sorted((hotdog_dir / split / label).glob("*.jpg"))[:count]
+
+
+def reencoded(path: Path, quality: int = 60, scale: float = 1.0) -> bytes:
+    """The same photo re-encoded as JPEG (optionally resized): different bytes, same picture."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if scale != 1.0:
+            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=quality)
+        return buffer.getvalue()
+
+
+def as_png(path: Path) -> bytes:
+    """The decoded pixels of a photo saved losslessly: different bytes, identical pixels."""
+    with Image.open(path) as img:
+        buffer = io.BytesIO()
+        img.convert("RGB").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+@dataclass
+class Pool:
+    root: Path
+    rows: list[dict] = field(default_factory=list)
+
+    def add(
+        self, data: bytes, label: str, suffix: str = ".jpg", source_url: str = "", split: str = ""
+    ) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"images/{sha[:2]}/{sha}{suffix}"
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / rel).write_bytes(data)
+        row = {"sha256": sha, "path": rel, "label": label, "source": "test", "source_url": source_url or rel}
+        row.update(width="", height="")
+        if split:
+            row["split"] = split
+        self.rows.append(row)
+        return sha
+
+    def write(self) -> Path:
+        columns = list(POOL_COLUMNS) + (["split"] if any("split" in r for r in self.rows) else [])
+        with open(self.root / "pool.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return self.root
+
+
+def hotdog_pool(root: Path, hotdog_dir: Path, per_class: int = 12) -> tuple[Path, dict[str, str]]:
+    """A pool of real photos plus planted trouble; returns (dataset dir, {what: sha256 of the plant})."""
+    pool = Pool(root)
+    hot = real_photos(hotdog_dir, "hot_dog", per_class + 1)
+    other = real_photos(hotdog_dir, "not_hot_dog", per_class)
+    originals = {}
+    for path in hot[:per_class]:
+        originals[path.name] = pool.add(path.read_bytes(), "hot_dog")
+    for path in other:
+        originals[path.name] = pool.add(path.read_bytes(), "not_hot_dog")
+    planted = {
+        "exact_of": originals[hot[0].name],
+        "exact": pool.add(as_png(hot[0]), "hot_dog", ".png"),
+        "near_of": originals[hot[1].name],
+        "near": pool.add(reencoded(hot[1], quality=50, scale=0.6), "hot_dog"),
+        "conflict_a": pool.add(hot[per_class].read_bytes(), "hot_dog"),
+        "conflict_b": pool.add(reencoded(hot[per_class], quality=70), "not_hot_dog"),
+        "unreadable": pool.add(b"\xff\xd8\xff\xe0 this is not really a jpeg", "hot_dog"),
+        "tiny": pool.add(reencoded(other[0], scale=0.2), "not_hot_dog"),
+    }
+    return pool.write(), planted
+
+
+def image_folder(root: Path, hotdog_dir: Path, per_class: int = 10) -> Path:
+    """ROOT/{train,val}/{label}/*.jpg copied from the real photos."""
+    for split in ("train", "val"):
+        for label in ("hot_dog", "not_hot_dog"):
+            out = root / split / label
+            out.mkdir(parents=True)
+            for path in real_photos(hotdog_dir, label, per_class, split):
+                (out / path.name).write_bytes(path.read_bytes())
+    return root

@@ -1,0 +1,167 @@
+"""acquire() end to end against the hostile server: every URL accounted for with the right status,
+no run longer than its caps allow, a pool that matches the store, and resume that redoes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+import time
+
+import pytest
+
+from acquisition.acquire import POOL_COLUMNS, acquire
+from pocketml.configs.acquire import AcquireConfig
+from pocketml.errors import PocketMLError
+from tests.acquisition.hostile_http import EXPECTED, HostileServer
+
+DOWNLOAD = {"threads": 16, "per_host": 16, "connect_timeout": 2.0, "read_timeout": 1.0, "total_timeout": 2.0,
+            "max_bytes": 2_000_000, "retries": 3, "backoff": 0.05, "backoff_max": 0.2, "max_retry_after": 5.0}
+
+
+@pytest.fixture()
+def server(hotdog_dir):
+    images = sorted((hotdog_dir / "train" / "hot_dog").glob("*.jpg"))[:10]
+    with HostileServer(images) as srv:
+        yield srv
+
+
+def config_for(url_file, shard_size: int = 1000) -> AcquireConfig:
+    from pocketml.config import from_mapping
+
+    table = {"sources": [{"type": "urls", "path": str(url_file), "label": "hot_dog"}],
+             "shard_size": shard_size, "workers": 2, "download": DOWNLOAD}
+    return from_mapping(AcquireConfig, table, "acquire")
+
+
+def statuses(out_dir) -> dict[str, str]:
+    with sqlite3.connect(out_dir / "state.sqlite") as db:
+        return dict(db.execute("SELECT url, status FROM urls"))
+
+
+def test_hostile_server_every_url_gets_the_right_status(server, tmp_path):
+    urls = [server.url(p) for p in EXPECTED]
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text("\n".join(urls) + "\n")
+    start = time.monotonic()
+    summary = acquire(config_for(url_file, shard_size=7), tmp_path / "ds")
+    elapsed = time.monotonic() - start
+
+    got = {u.removeprefix(server.base): s for u, s in statuses(tmp_path / "ds").items()}
+    # Same bytes under two URLs: whichever arrives first is kept, the other is a duplicate.
+    assert sorted([got.pop("/dup/a"), got.pop("/dup/b")]) == ["duplicate_bytes", "ok"]
+    assert got == {p: s for p, s in EXPECTED.items() if not p.startswith("/dup/")}
+    assert summary["urls"] == len(EXPECTED) and summary["images"] == list(EXPECTED.values()).count("ok")
+    assert summary["shards"] == {"done": 3, "seen": 3}
+    # Caps bound the run: the slowest URL is the 2 s drip; the 1 s Retry-After and retries overlap it.
+    assert elapsed < 20, elapsed
+    assert json.loads((tmp_path / "ds" / "acquisition.json").read_text())["by_status"] == summary["by_status"]
+
+
+def test_pool_csv_lists_exactly_the_stored_images(server, tmp_path):
+    url_file = tmp_path / "list.csv"
+    rows = [(server.url(f"/img/{i}"), "hot_dog" if i % 2 else "not_hot_dog") for i in range(10)]
+    url_file.write_text("url,label\n" + "".join(f"{u},{label}\n" for u, label in rows))
+    acquire(config_for(url_file), tmp_path / "ds")
+    with open(tmp_path / "ds" / "pool.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == POOL_COLUMNS
+        pool = list(reader)
+    assert len(pool) == 10
+    assert {(r["source_url"], r["label"]) for r in pool} == set(rows)
+    for row in pool:
+        data = (tmp_path / "ds" / row["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        assert int(row["width"]) > 0 and int(row["height"]) > 0
+
+
+def test_rerun_resumes_without_a_single_request(server, tmp_path):
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text("".join(server.url(f"/img/{i}") + "\n" for i in range(6)) + server.url("/missing") + "\n")
+    first = acquire(config_for(url_file, shard_size=3), tmp_path / "ds")
+    hits = sum(server.hits.values())
+    second = acquire(config_for(url_file, shard_size=3), tmp_path / "ds")
+    assert sum(server.hits.values()) == hits  # finished work (ok and failed) is never redone
+    assert second["this_run"]["processed"] == 0 and second["by_status"] == first["by_status"]
+
+
+def test_growing_the_list_fetches_only_the_new_urls(server, tmp_path):
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text("".join(server.url(f"/img/{i}") + "\n" for i in range(4)))
+    acquire(config_for(url_file, shard_size=2), tmp_path / "ds")
+    url_file.write_text("".join(server.url(f"/img/{i}") + "\n" for i in range(8)))
+    summary = acquire(config_for(url_file, shard_size=2), tmp_path / "ds")
+    assert summary["this_run"]["processed"] == 4
+    assert all(server.hits[f"/img/{i}"] == 1 for i in range(8))
+
+
+def test_folder_source_imports_through_the_same_path(hotdog_dir, tmp_path):
+    summary = acquire(AcquireConfig(sources=[{"type": "folder", "path": str(hotdog_dir)}], workers=2), tmp_path / "ds")
+    assert summary["by_label"]["hot_dog"]["ok"] + summary["by_label"]["hot_dog"].get("duplicate_bytes", 0) == 125
+    assert summary["images"] >= 240
+    with open(tmp_path / "ds" / "pool.csv", newline="") as fh:
+        splits = {row["split"] for row in csv.DictReader(fh)}
+    assert splits == {"train", "val"}  # the ImageFolder's predefined split reaches curation
+
+
+def test_bad_source_table_is_one_clear_error(tmp_path):
+    with pytest.raises(PocketMLError, match="accepted types: urls, imagenet"):
+        acquire(AcquireConfig(sources=[{"type": "flickr"}]), tmp_path)
+    with pytest.raises(PocketMLError, match="did you mean 'path'"):
+        acquire(AcquireConfig(sources=[{"type": "urls", "paht": "x.txt"}]), tmp_path)
+    with pytest.raises(PocketMLError, match="no sources"):
+        acquire(AcquireConfig(), tmp_path)
+
+
+def cli(*argv: str) -> int:
+    import argparse
+
+    from acquisition import cli_acquire
+
+    parser = argparse.ArgumentParser(prog="pocketml")
+    cli_acquire.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["acquire", *argv])
+    return args.func(args)
+
+
+def test_cli_config_file_plus_quick_options(server, tmp_path, capsys):
+    (tmp_path / "urls.txt").write_text(server.url("/img/1") + "\n" + server.url("/html") + "\n")
+    (tmp_path / "acquire.toml").write_text(
+        f'[acquire]\nshard_size = 10\n[[acquire.sources]]\ntype = "urls"\npath = "{tmp_path / "urls.txt"}"\nlabel = "a"\n'
+        '[acquire.download]\nretries = 0\n')
+    assert cli(str(tmp_path / "acquire.toml"), "--out", str(tmp_path / "ds"), "--urls", str(tmp_path / "urls.txt"),
+               "--label", "b", "--max-side", "64") == 0
+    summary = json.loads((tmp_path / "ds" / "acquisition.json").read_text())
+    assert summary["by_status"] == {"ok": 1, "not_image": 1} and summary["repeated_urls"] == 2
+    assert "not_image" in capsys.readouterr().out  # the summary table
+    with open(tmp_path / "ds" / "pool.csv", newline="") as fh:
+        assert max(int(next(csv.DictReader(fh))["width"]), 0) <= 64
+
+
+def test_cli_without_sources_says_what_to_give(tmp_path):
+    with pytest.raises(PocketMLError, match="--urls/--folder"):
+        cli("--out", str(tmp_path / "ds"))
+
+
+def test_items_with_bytes_skip_the_download(tmp_path):
+    # The glyphs source renders images locally and hands them over as SourceItem.data.
+    table = {"type": "glyphs", "letters": ["A", "B"], "per_letter": 6, "image_size": 64, "system_fonts": False}
+    summary = acquire(AcquireConfig(sources=[table], workers=1), tmp_path / "ds")
+    with sqlite3.connect(tmp_path / "ds" / "state.sqlite") as db:
+        rows = db.execute("SELECT url, status, attempts FROM urls").fetchall()
+    assert len(rows) == 12 and all(attempts == 0 for _, _, attempts in rows)  # no fetch was attempted
+    assert summary["images"] >= 10 and set(summary["by_label"]) == {"A", "B"}
+    assert all(url.startswith("glyphs://") for url, _, _ in rows)
+
+
+def test_bad_download_setting_names_key_and_accepted_values():
+    from pocketml.config import from_mapping
+
+    with pytest.raises(PocketMLError, match=r"threads = 0 is not accepted; expected an integer >= 1"):
+        from_mapping(AcquireConfig, {"download": {"threads": 0}}, "acquire")
+    with pytest.raises(PocketMLError, match=r"16 hex digits"):
+        from_mapping(AcquireConfig, {"verify": {"placeholder_dhashes": ["flickr"]}}, "acquire")
+    with pytest.raises(PocketMLError, match=r"did you mean 'per_host'"):
+        from_mapping(AcquireConfig, {"download": {"per_hots": 2}}, "acquire")

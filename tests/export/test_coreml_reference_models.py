@@ -1,0 +1,225 @@
+"""Whole models through the Core ML reference executor against the Keras original.
+
+Real weights (MobileNetV2 α0.35 ImageNet backbone, 96 px) on real hot-dog photos for the
+probability parity the validate stage judges; random-weights backbones compare pre-softmax logits,
+because their probabilities are nearly the same for every image.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("coremltools")
+
+from export.coreml_mil import load_program, materialize_constexpr  # noqa: E402
+from export.coreml_reference import NAME, load_reference  # noqa: E402
+from pocketml.dataset import load_images, read_records  # noqa: E402
+from pocketml.errors import PocketMLError  # noqa: E402
+from tests.export.coreml_convert import (  # noqa: E402
+    BACKBONES,
+    build_backbone_classifier,
+    calibrate_batchnorm,
+    convert_keras,
+    convert_program,
+)
+
+LABELS = ["hot_dog", "not_hot_dog"]
+
+
+@pytest.fixture(scope="module")
+def keras_model(real_model_dir: Path):
+    import keras
+
+    return keras.saving.load_model(real_model_dir / "model.keras", compile=False, safe_mode=True)
+
+
+@pytest.fixture(scope="module")
+def hotdog_images(hotdog_dir: Path) -> np.ndarray:
+    """12 real validation photos, both classes, at the model's 96 px."""
+    records = sorted((r for r in read_records(hotdog_dir) if r.split == "val"), key=lambda r: str(r.path))
+    chosen = [r for r in records if r.label == LABELS[0]][:6] + [r for r in records if r.label == LABELS[1]][:6]
+    return load_images([r.path for r in chosen], (96, 96))
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory, keras_model) -> dict[str, Path]:
+    """The real classifier converted the exporter's way, one package per (precision, target) asked for."""
+    root = tmp_path_factory.mktemp("coreml_real")
+    made: dict[str, Path] = {}
+    programs: dict[str, object] = {}  # converted MLModels by compute precision + target, reused to compress
+
+    def get(precision: str, target: str = "iOS16") -> Path:
+        key = f"{precision}_{target}"
+        if key not in made:
+            made[key] = root / f"{key}.mlpackage"
+            compute = f"{'fp32' if precision == 'fp32' else 'fp16'}_{target}"
+            if compute not in programs:
+                programs[compute] = convert_program(keras_model, LABELS, compute.split("_")[0], target)
+            convert_keras(keras_model, LABELS, made[key], precision, target, base=programs[compute])
+        return made[key]
+
+    return get  # type: ignore[return-value]
+
+
+def deviation(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    return {
+        "max_abs_diff": float(np.abs(predicted - reference).max()),
+        "top1_agreement": float((predicted.argmax(1) == reference.argmax(1)).mean()),
+    }
+
+
+@pytest.fixture(scope="module")
+def keras_probs(keras_model, hotdog_images) -> np.ndarray:
+    return keras_model.predict(hotdog_images.astype(np.float32), verbose=0)
+
+
+# ---------------------------------------------------------------- real weights, real photos
+
+
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("fp16", 1e-2)])
+def test_real_classifier_parity(packages, hotdog_images, keras_probs, precision, tolerance):
+    predictor = load_reference(packages(precision))
+    probs = predictor.predict(hotdog_images)
+    figures = deviation(probs, keras_probs)
+    print(f"\ncoreml-reference {precision} iOS16 vs keras on 12 hot-dog photos: {figures}")
+    assert probs.dtype == np.float32 and probs.shape == (12, 2)
+    assert figures["max_abs_diff"] <= tolerance
+    assert figures["top1_agreement"] == 1.0
+    # The classes really separate (a vacuous, near-constant output would pass any tolerance).
+    assert np.ptp(keras_probs[:, 0]) > 0.2
+
+
+def test_fp16_error_is_visible_not_hidden(packages, hotdog_images, keras_probs):
+    fp16 = load_reference(packages("fp16")).predict(hotdog_images)
+    assert np.abs(fp16 - keras_probs).max() > 1e-5  # float16 rounding shows up in the probabilities
+
+
+def test_predictor_contract(packages, hotdog_images):
+    predictor = load_reference(packages("fp32"))
+    assert predictor.name == NAME == "coreml-reference"
+    assert predictor.input_size == (96, 96)
+    assert predictor.labels == tuple(LABELS)
+    from_uint8 = predictor.predict(hotdog_images[:2])
+    from_float = predictor.predict(hotdog_images[:2].astype(np.float32))
+    np.testing.assert_array_equal(from_uint8, from_float)
+    np.testing.assert_allclose(from_uint8.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(PocketMLError, match=r"\[N,96,96,3\]"):
+        predictor.predict(hotdog_images[:, :64, :64])
+
+
+def test_classifier_ending_reports_label_and_per_label_probabilities(packages, hotdog_images):
+    predictor = load_reference(packages("fp32"))
+    values = predictor.executor.run({predictor.image_name: predictor.image_feed(hotdog_images[0])})
+    probs = predictor.predict(hotdog_images[:1])[0]
+    assert values["classLabel"] == LABELS[int(probs.argmax())]
+    assert set(values["classLabel_probs"]) == set(LABELS)
+    np.testing.assert_allclose([values["classLabel_probs"][label] for label in LABELS], probs, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "precision,target",
+    [
+        ("int8-weights", "iOS16"),
+        pytest.param("int8-weights", "iOS18", marks=pytest.mark.slow),
+        pytest.param("palettized-6bit", "iOS16", marks=pytest.mark.slow),  # k-means: slow
+        pytest.param("palettized-6bit", "iOS18", marks=pytest.mark.slow),
+    ],
+)
+def test_compressed_variants_report_their_real_deviation(packages, hotdog_images, keras_probs, precision, target):
+    path = packages(precision, target)
+    predictor = load_reference(path)
+    # The executor's own decompression equals coremltools', so the deviation is the compression's.
+    theirs = materialize_constexpr(path)
+    assert theirs
+    for name, value in theirs.items():
+        np.testing.assert_array_equal(predictor.executor.constants[name].astype(np.float32), value.astype(np.float32))
+    figures = deviation(predictor.predict(hotdog_images), keras_probs)
+    print(f"\ncoreml-reference {precision} {target} vs keras on 12 hot-dog photos: {figures}")
+    assert 1e-4 < figures["max_abs_diff"] < 1.0  # really compressed, still a classifier
+
+
+def test_perturbed_weight_blob_breaks_parity(packages, tmp_path, hotdog_images, keras_probs):
+    """A copied .mlpackage whose largest weight is corrupted inside weight.bin: the executor shows it."""
+    broken = tmp_path / "broken.mlpackage"
+    shutil.copytree(packages("fp32"), broken)
+    program = load_program(broken)
+    largest = max((op.value for op in program.ops if op.op_type == "const" and isinstance(op.value, np.ndarray)),
+                  key=lambda v: v.size)
+    blob = next(broken.rglob("weight.bin"))
+    data = bytearray(blob.read_bytes())
+    start = bytes(data).find(np.ascontiguousarray(largest).tobytes())
+    assert start >= 0, "weight not found verbatim in weight.bin"
+    corrupted = np.ascontiguousarray(largest).copy()
+    corrupted.reshape(-1)[::7] *= -3.0
+    data[start : start + corrupted.nbytes] = corrupted.tobytes()
+    blob.write_bytes(bytes(data))
+    probs = load_reference(broken).predict(hotdog_images)
+    assert np.abs(probs - keras_probs).max() > 1e-2  # far outside the fp32 tolerance of 1e-4
+
+
+# ---------------------------------------------------------------- other backbones, random weights
+
+
+def logits_of(predictor, images: np.ndarray) -> np.ndarray:
+    """The classifier's pre-softmax values, read from the program's softmax input."""
+    softmax = next(op for op in predictor.executor.program.ops if op.op_type == "softmax")
+    rows = []
+    for image in images:
+        values = predictor.executor.run({predictor.image_name: predictor.image_feed(image)})
+        rows.append(np.asarray(values[softmax.inputs["x"]], np.float32).reshape(-1))
+    return np.stack(rows)
+
+
+def keras_logits(model, images: np.ndarray) -> np.ndarray:
+    import keras
+
+    features = keras.Model(model.input, model.get_layer("features").output).predict(images.astype(np.float32), verbose=0)
+    kernel, bias = model.get_layer("probabilities").get_weights()
+    return features @ kernel + bias
+
+
+def check_backbone(backbone: str, precision: str, target: str, images: np.ndarray, tmp_path: Path) -> float:
+    """Max logit error, relative to the largest logit, of a converted random-weights backbone classifier
+    whose BatchNorm statistics come from the images (so activations neither vanish nor explode).
+    """
+    model = build_backbone_classifier(backbone, size=images.shape[1], classes=5)
+    calibrate_batchnorm(model, images)
+    path = tmp_path / f"{backbone}_{precision}_{target}.mlpackage"
+    convert_keras(model, [f"c{i}" for i in range(5)], path, precision, target)
+    got, want = logits_of(load_reference(path), images), keras_logits(model, images)
+    assert np.ptp(want, axis=0).max() > 0.1, "logits do not vary across images: the comparison would be vacuous"
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6))
+
+
+@pytest.fixture(scope="module")
+def small_images(hotdog_dir: Path) -> np.ndarray:
+    records = sorted(read_records(hotdog_dir), key=lambda r: str(r.path))[:3]
+    return load_images([r.path for r in records], (64, 64))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["iOS16", "iOS18"])
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_backbone_logits(backbone, precision, tolerance, target, small_images, tmp_path):
+    error = check_backbone(backbone, precision, target, small_images, tmp_path)
+    print(f"\n{backbone} {precision} {target} relative logit error {error:.2e}")
+    assert error <= tolerance
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_224_runs_within_two_seconds(tmp_path):
+    import time
+
+    model = build_backbone_classifier("mobilenet_v2", size=224, alpha=1.0)  # the size the issue times
+    convert_keras(model, LABELS, tmp_path / "m.mlpackage", "fp32", "iOS16")
+    predictor = load_reference(tmp_path / "m.mlpackage")
+    image = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3)).astype(np.uint8)
+    predictor.predict(image)
+    start = time.perf_counter()
+    predictor.predict(image)
+    assert time.perf_counter() - start <= 2.0

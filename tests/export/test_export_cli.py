@@ -1,0 +1,85 @@
+"""`pocketml export` / `pocketml validate` through the real command-line entry point."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+
+from pocketml import cli
+from tests.export.export_helpers import real_tflite_export, tiny_model_dir
+
+
+@pytest.fixture(autouse=True)
+def export_commands_only(monkeypatch):
+    # Other stages' CLI modules are written in parallel; this test exercises the export commands.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("export.cli",))
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    return tiny_model_dir(tmp_path / "model")
+
+
+def test_unknown_format_is_one_line_exit_2_and_writes_nothing(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["export", str(tiny_dir), "--out", str(out), "--formats", "tflite,tensorrt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "accepted: tflite, coreml, onnx" in err
+    assert not out.exists()
+
+
+def test_unknown_precision_lists_the_accepted_ones(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["export", str(tiny_dir), "--out", str(out), "--formats", "tflite", "--precisions", "fp8"]
+    assert cli.main(argv) == 2
+    assert "accepted: fp32, fp16, int8-dynamic, int8, int8-uint8io" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_empty_calibration_folder_is_rejected(tiny_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    argv = ["export", str(tiny_dir), "--out", str(tmp_path / "out"), "--calibration", str(tmp_path / "empty")]
+    assert cli.main([*argv, "--formats", "tflite"]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_prints_summary_and_notes(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["export", str(tiny_dir / "model.keras"), "--out", str(out), "--formats", "tflite"]
+    assert cli.main([*argv, "--precisions", "fp32,int8-dynamic", "--no-validate"]) == 0
+    stdout = capsys.readouterr().out
+    assert "tflite-int8-dynamic" in stdout and "note: tflite-int8-dynamic: int8 weights" in stdout
+    assert "wrote 2 artifacts" in stdout
+    saved = json.loads((out / "manifest.json").read_text())
+    assert [a["parity"]["status"] for a in saved["artifacts"]] == ["skipped", "skipped"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("export.onnx") is None, reason="export.onnx not written yet")
+def test_onnx_dynamic_int8_slowness_is_shown(tiny_dir, tmp_path, capsys):
+    from export import onnx
+
+    argv = ["export", str(tiny_dir), "--out", str(tmp_path / "out"), "--formats", "onnx"]
+    assert cli.main([*argv, "--precisions", "int8-dynamic", "--no-validate"]) == 0
+    stdout = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert " ".join(onnx.DYNAMIC_INT8_NOTE.split()) in stdout
+
+
+def test_validate_strict_exits_1_on_a_mismatch_and_0_without_strict(real_model_dir, hotdog_dir, tmp_path_factory, capsys):
+    export_dir = real_tflite_export(real_model_dir, hotdog_dir, tmp_path_factory.getbasetemp())
+    broken = shutil.copytree(export_dir, tmp_path_factory.mktemp("cli") / "broken")
+    shutil.copy(broken / "android" / "model-int8.tflite", broken / "android" / "model-fp32.tflite")
+    images = str(hotdog_dir / "val")
+    assert cli.main(["validate", str(broken), "--images", images]) == 0
+    assert cli.main(["validate", str(broken), "--images", images, "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "parity vs keras" in captured.out
+    assert "tflite-fp32: max|dp|" in captured.err and captured.err.strip().count("\n") == 0
+
+
+def test_validate_of_a_directory_without_manifest(tmp_path, capsys):
+    assert cli.main(["validate", str(tmp_path)]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""export_model: bundles, manifest, failures recorded per variant, bad input leaves nothing behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from export.bundles import write_bundle_readmes
+from export.exporter import export_model, planned_variants
+from export.registry import format_module
+from pocketml.artifact import ExportManifest
+from pocketml.configs.export import ExportConfig
+from pocketml.errors import PocketMLError
+from pocketml.fsutil import sha256_file, tree_bytes
+from tests.export.export_helpers import TFLITE_PRECISIONS, real_tflite_export, tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def export_dir(real_model_dir, hotdog_dir, tmp_path_factory):
+    return real_tflite_export(real_model_dir, hotdog_dir, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    return tiny_model_dir(tmp_path / "model")
+
+
+def test_manifest_records_every_file_as_it_is_on_disk(export_dir, real_model_dir):
+    manifest = ExportManifest.load(export_dir)
+    assert manifest.model["labels"] == ["hot_dog", "not_hot_dog"]
+    assert manifest.model["image_size"] == [96, 96]
+    assert manifest.model["source_sha256"] == sha256_file(real_model_dir / "model.keras")
+    assert len(manifest.model["calibration"]["images"]) == 100
+    for artifact in manifest.artifacts:
+        path = export_dir / artifact.path
+        assert artifact.status == "exported"
+        assert artifact.sha256 == sha256_file(path) and artifact.bytes == tree_bytes(path)
+        assert artifact.convert_seconds > 0
+    assert sorted(p.name for p in (export_dir / "android").iterdir()) == sorted(
+        ["README.md", "labels.txt", *(f"model-{p}.tflite" for p in TFLITE_PRECISIONS)]
+    )
+    assert not [p for p in export_dir.rglob(".*")], "temporary files left behind"
+
+
+def test_android_readme_has_a_kotlin_snippet_and_recommendation_can_be_added(export_dir, tmp_path):
+    readme = (export_dir / "android" / "README.md").read_text()
+    assert "ImageClassifier.createFromFile" in readme and "run `pocketml bench`" in readme
+    manifest = ExportManifest.load(export_dir)
+    manifest.find("tflite", "int8").recommended = ["android"]
+    write_bundle_readmes(tmp_path, manifest)
+    readme = (tmp_path / "android" / "README.md").read_text()
+    assert "Recommended: `model-int8.tflite` (int8)" in readme
+    assert 'createFromFile(context, "model-int8.tflite")' in readme
+
+
+def test_a_failing_variant_is_recorded_and_the_others_export(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    # int8 asked for without calibration images: that converter fails for real.
+    config = ExportConfig(formats=["tflite"], precisions=["fp32", "int8", "int8-dynamic"], validate=False)
+    manifest = export_model(tiny_dir, out, config)
+    status = {a.precision: a.status for a in manifest.artifacts}
+    assert status == {"fp32": "exported", "int8": "failed", "int8-dynamic": "exported"}
+    failed = manifest.find("tflite", "int8")
+    assert "needs calibration images" in failed.reason and failed.sha256 is None
+    assert not (out / failed.path).exists()
+    assert (out / "android" / "model-int8-dynamic.tflite").is_file()
+    saved = json.loads((out / "manifest.json").read_text())
+    assert {a["precision"]: a["status"] for a in saved["artifacts"]} == status
+
+
+def test_default_precisions_leave_out_calibrated_ones_without_calibration():
+    modules = {"tflite": format_module("tflite")}
+    variants, notes = planned_variants(modules, [], has_calibration=False)
+    assert variants == [("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8-dynamic")]
+    assert any("int8-uint8io skipped" in n for n in notes)
+    assert len(planned_variants(modules, [], has_calibration=True)[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (dict(formats=["tflite", "caffe"]), "accepted: tflite, coreml, onnx"),
+        (dict(formats=["tflite"], precisions=["int4"]), "accepted: fp32, fp16, int8-dynamic, int8, int8-uint8io"),
+        (dict(formats=["tflite"], precisions=["palettized-6bit"]), "unknown precision"),
+        (dict(formats=["tflite"], calibration="EMPTY"), "holds no images"),
+        (dict(formats=["tflite"], labels="THREE"), "3 labels but the model outputs 2 classes"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(tiny_dir, tmp_path, config, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    three = tmp_path / "three.txt"
+    three.write_text("a\nb\nc\n")
+    replace = {"EMPTY": empty, "THREE": three}
+    out = tmp_path / "out"
+    with pytest.raises(PocketMLError) as exc:
+        export_model(tiny_dir, out, ExportConfig(**{k: replace.get(v, v) if isinstance(v, str) else v for k, v in config.items()}))
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+    assert not out.exists()
+
+
+def test_missing_model_leaves_no_output(tmp_path):
+    with pytest.raises(PocketMLError, match="does not exist"):
+        export_model(tmp_path / "missing", tmp_path / "out", ExportConfig(formats=["tflite"]))
+    assert not (tmp_path / "out").exists()
+
+
+ALL_FORMATS_READY = all(importlib.util.find_spec(f"export.{m}") for m in ("onnx", "coreml"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ALL_FORMATS_READY, reason="export.onnx / export.coreml not written yet")
+def test_every_format_and_precision_exports_into_app_bundles(real_model_dir, hotdog_dir, tmp_path):
+    out = tmp_path / "out"
+    config = ExportConfig(calibration=hotdog_dir / "train", calibration_images=100, validation_images=hotdog_dir / "val")
+    manifest = export_model(real_model_dir, out, config)
+    expected = {(f, p) for f in ("tflite", "coreml", "onnx") for p in format_module(f).PRECISIONS}
+    assert {(a.format, a.precision) for a in manifest.artifacts} == expected
+    assert [a.name for a in manifest.artifacts if a.status != "exported"] == []
+    for bundle, snippet in (("android", "ImageClassifier"), ("ios", "VNCoreMLRequest"), ("onnx", "InferenceSession")):
+        assert snippet in (out / bundle / "README.md").read_text()
+    assert (out / "onnx" / "labels.txt").is_file()
+    for artifact in manifest.artifacts:
+        assert artifact.parity.status in ("passed", "failed", "skipped")
+        if artifact.parity.status == "skipped":
+            assert artifact.format == "coreml" and artifact.parity.reason
+    assert manifest.find("onnx", "fp32").parity.status == "passed"
+    assert manifest.find("tflite", "fp32").parity.status == "passed"
+
+
+def test_readme_table_survives_reasons_with_pipes(tmp_path):
+    from pocketml.artifact import Artifact, Parity
+
+    failed = Parity(max_abs_diff=0.02, status="failed", reason="max|dp| 0.02 > 0.01")
+    artifact = Artifact("onnx", "fp16", "onnx/model-fp16.onnx", bytes=1000, parity=failed)
+    manifest = ExportManifest(model={"labels": ["a", "b"], "image_size": [32, 32]}, artifacts=[artifact])
+    (readme,) = write_bundle_readmes(tmp_path, manifest)
+    row = next(line for line in readme.read_text().splitlines() if "model-fp16.onnx" in line)
+    assert row.replace("\\|", "").count("|") == 5  # four cells
+    assert "InferenceSession" in readme.read_text() and "(32, 32)" in readme.read_text()

@@ -1,0 +1,177 @@
+"""Training end to end on a tiny real subset, plus the errors a user can hit."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from pocketml.configs.train import TrainConfig
+from pocketml.dataset import load_images
+from pocketml.errors import PocketMLError
+from pocketml.fsutil import sha256_file
+from pocketml.spec import ModelSpec
+from tests.training.conftest import subset_rows, write_manifest
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_config(weights, **overrides) -> TrainConfig:
+    values = dict(backbone="mobilenet_v2", alpha=0.35, weights=str(weights), image_size=64, batch_size=8,
+                  epochs_frozen=2, epochs_finetune=1, feature_cache_copies=1, patience=2)
+    return TrainConfig(**(values | overrides))
+
+
+@pytest.fixture(scope="module")
+def trained_dir(hotdog_subset, mobilenet_v2_035_weights, tmp_path_factory):
+    from training.train import train
+
+    return train(hotdog_subset, tmp_path_factory.mktemp("trained"), _tiny_config(mobilenet_v2_035_weights))
+
+
+def test_model_dir_holds_everything_an_export_needs(trained_dir, mobilenet_v2_035_weights):
+    for name in ("model.keras", "spec.json", "labels.txt", "history.csv", "eval.json",
+                 "confusion_matrix.png", "misclassified.png"):
+        assert (trained_dir / name).is_file(), name
+    spec = ModelSpec.load(trained_dir)
+    assert spec.labels == ("hot_dog", "not_hot_dog") and spec.image_size == (64, 64)
+    assert spec.normalization.name == "mobilenet" and spec.backbone == "mobilenet_v2"
+    assert spec.weights_sha256 == sha256_file(mobilenet_v2_035_weights)
+    assert spec.source_sha256 == sha256_file(trained_dir / "model.keras")
+    assert (trained_dir / "labels.txt").read_text() == "hot_dog\nnot_hot_dog\n"
+    assert (trained_dir / "confusion_matrix.png").read_bytes().startswith(PNG_MAGIC)
+    assert (trained_dir / "misclassified.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_saved_model_loads_safely_and_takes_raw_pixels(trained_dir, hotdog_subset):
+    import keras
+
+    model = keras.saving.load_model(trained_dir / "model.keras", safe_mode=True, compile=False)
+    layer_types = {type(layer).__name__ for layer in model.layers}
+    assert not any(name.startswith("Random") for name in layer_types), "augmentation leaked into the model"
+    assert model.layers[1].name == "preprocess" and model.output_shape == (None, 2)
+    paths = [row["path"] for row in csv.DictReader((hotdog_subset / "manifest.csv").read_text().splitlines())][:4]
+    probs = model.predict(load_images(paths, (64, 64)).astype(np.float32), verbose=0)
+    assert probs.shape == (4, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert probs.std(axis=0).max() > 1e-4, "real backbone weights should separate photos"
+
+
+def test_history_and_eval_report_both_phases(trained_dir):
+    rows = list(csv.DictReader((trained_dir / "history.csv").read_text().splitlines()))
+    assert [r["phase"] for r in rows] == ["frozen", "frozen", "finetune"]
+    assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in rows)
+    report = json.loads((trained_dir / "eval.json").read_text())
+    assert report["split"] == "val" and report["images"] == 8
+    assert sum(map(sum, report["confusion_matrix"])) == 8
+    assert set(report["per_class"]) == {"hot_dog", "not_hot_dog"}
+    correct = sum(report["confusion_matrix"][i][i] for i in range(2))
+    assert report["accuracy"] == pytest.approx(correct / 8)
+    assert len(report["misclassified"]) == 8 - correct
+
+
+def test_pipeline_pixels_match_load_image(hotdog_subset):
+    from training.data import image_dataset, load_splits
+
+    split = load_splits(hotdog_subset).train
+    images, labels = next(iter(image_dataset(split, 64, 5)))
+    assert np.array_equal(images.numpy(), load_images(split.paths[:5], (64, 64)).astype(np.float32))
+    assert labels.numpy().tolist() == split.labels[:5].tolist()
+
+
+def test_augmentation_changes_training_batches_only(hotdog_subset):
+    from training.data import Augment, image_dataset, load_splits
+
+    split = load_splits(hotdog_subset).train
+    clean = next(iter(image_dataset(split, 64, 4)))[0].numpy()
+    augmented = next(iter(image_dataset(split, 64, 4, augment=Augment(), seed=1)))[0].numpy()
+    assert augmented.shape == clean.shape and augmented.min() >= 0 and augmented.max() <= 255
+    assert np.abs(augmented - clean).mean() > 1.0
+
+
+def test_class_weights_balance_manifest_counts(tmp_path, hotdog_dir):
+    from training.data import class_weights, load_splits
+
+    root = write_manifest(tmp_path / "ds", subset_rows(hotdog_dir, {"val": 2}) + [
+        r for r in subset_rows(hotdog_dir, {"train": 6}) if r["label"] == "hot_dog"
+    ] + subset_rows(hotdog_dir, {"train": 2})[2:])
+    weights = class_weights(load_splits(root))
+    assert weights == pytest.approx({0: 8 / (2 * 6), 1: 8 / (2 * 2)})
+
+
+@pytest.mark.parametrize("name", [
+    "mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0",
+    pytest.param("mobilenet_v3_large", marks=pytest.mark.slow), pytest.param("resnet50", marks=pytest.mark.slow),
+])
+def test_backbone_names_its_top_blocks(name):
+    from training.backbones import Weights, build_backbone, get_backbone
+
+    backbone = get_backbone(name)
+    model = build_backbone(backbone, 32, 1.0, Weights("none"))
+    start = backbone.top_block_start(model, 2)
+    assert 0 < start < len(model.layers) - 1
+    assert model.layers[start].name.startswith(backbone.block_names[-2] + "_")
+    assert not any(layer.name.startswith(backbone.block_names[-3] + "_") for layer in model.layers[start:])
+
+
+def test_missing_val_split_is_a_user_error(tmp_path, hotdog_dir):
+    from training.train import train
+
+    root = write_manifest(tmp_path / "ds", subset_rows(hotdog_dir, {"train": 2}))
+    with pytest.raises(PocketMLError, match="no val split"):
+        train(root, tmp_path / "out", TrainConfig(weights="none"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_without_training_images_is_a_user_error(tmp_path, hotdog_dir):
+    from training.train import train
+
+    rows = [r for r in subset_rows(hotdog_dir, {"train": 2}) if r["label"] == "hot_dog"]
+    root = write_manifest(tmp_path / "ds", rows + subset_rows(hotdog_dir, {"val": 2}))
+    with pytest.raises(PocketMLError, match="not_hot_dog have no training images"):
+        train(root, tmp_path / "out", TrainConfig(weights="none"))
+
+
+def test_too_small_image_and_unknown_backbone_are_user_errors(hotdog_subset, tmp_path):
+    from training.train import train
+
+    with pytest.raises(PocketMLError, match="too small for mobilenet_v2; it needs at least 32"):
+        train(hotdog_subset, tmp_path / "out", TrainConfig(weights="none", image_size=16))
+    with pytest.raises(PocketMLError, match=r"unknown backbone 'mobilenet_v4'.*valid backbones: mobilenet_v2, "):
+        train(hotdog_subset, tmp_path / "out", TrainConfig(backbone="mobilenet_v4"))
+    with pytest.raises(PocketMLError, match="accepted: imagenet, none, or a path"):
+        train(hotdog_subset, tmp_path / "out", TrainConfig(weights="no/such/file.h5"))
+
+
+def test_offline_imagenet_download_names_the_alternatives(monkeypatch):
+    from training.backbones import Weights, _keras_cached_file, build_backbone, get_backbone
+
+    cached = _keras_cached_file("mobilenet_v2", 0.35, 96)
+    if cached and cached.exists():
+        pytest.skip(f"{cached} is cached, so nothing is downloaded")
+    # A proxy on a closed local port makes the real download fail as it does offline.
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(PocketMLError, match=r"offline\?.*--weights PATH.*--weights none.*efficientnet_lite0"):
+        build_backbone(get_backbone("mobilenet_v2"), 96, 0.35, Weights("imagenet"))
+
+
+def test_cli_reports_bad_backbone_on_one_line(hotdog_subset, tmp_path):
+    import argparse
+
+    from training.cli import register
+
+    parser = argparse.ArgumentParser(prog="pocketml")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", str(hotdog_subset), "--out", str(tmp_path / "m"), "--backbone", "resnet",
+                              "--epochs", "3", "--no-augment"])
+    from training.cli import config_from_args
+
+    config = config_from_args(args)
+    assert (config.epochs_frozen, config.augment, config.backbone) == (3, False, "resnet")
+    with pytest.raises(PocketMLError) as info:
+        args.func(args)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("unknown backbone 'resnet'") and "resnet50" in message
+    assert not (tmp_path / "m").exists()
