@@ -15,6 +15,7 @@ from acquisition.curate import (
     Item,
     analyse,
     build_report,
+    class_sheet_pngs,
     conflict_rows,
     duplicate_sheet,
     print_summary,
@@ -77,16 +78,7 @@ def audit(imagefolder: Path, out_dir: Path, config: CurateConfig | None = None) 
     summary["would_remove_by_reason"] = dict(Counter(r.reason for r in would_remove).most_common())
     summary["leak_examples"] = leak_examples(items, analysis)
     summary["label_conflicts"] = conflict_rows(items, analysis)
-    sheets = {
-        report.sheet_name(label): png
-        for label, png in report.class_sheets(
-            [it.path for it in items],
-            [it.label for it in items],
-            item_splits,
-            config.contact_sheet_max,
-            config.contact_sheet_thumb,
-        ).items()
-    }
+    sheets = class_sheet_pngs(items, item_splits, config)
     sheets["duplicates.png"] = duplicate_sheet(items, analysis, would_remove, config.contact_sheet_thumb)
     summary = report.write_report(out_dir, summary, sheets)
     print_summary("audit", summary)

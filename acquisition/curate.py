@@ -456,18 +456,24 @@ def measure_spread(items: Sequence[Item]) -> dict:
 
 
 def _sheets(kept, item_splits, analysed, analysis, removals, config) -> dict[str, bytes]:
-    sheets = {
-        report.sheet_name(label): png
-        for label, png in report.class_sheets(
-            [it.path for it in kept],
-            [it.label for it in kept],
-            item_splits,
-            config.contact_sheet_max,
-            config.contact_sheet_thumb,
-        ).items()
-    }
+    sheets = class_sheet_pngs(kept, item_splits, config)
     sheets["duplicates.png"] = duplicate_sheet(analysed, analysis, removals, config.contact_sheet_thumb)
     return sheets
+
+
+def class_sheet_pngs(
+    items: Sequence[Item], item_splits: Sequence[str], config: CurateConfig
+) -> dict[str, bytes]:
+    """{file name: PNG} of each class's contact sheet, thumbnails captioned with split and flags."""
+    captions = [f"{s} {';'.join(it.facts.flags)}".strip() for it, s in zip(items, item_splits, strict=True)]
+    pngs = report.class_sheets(
+        [it.path for it in items],
+        [it.label for it in items],
+        captions,
+        config.contact_sheet_max,
+        config.contact_sheet_thumb,
+    )
+    return {report.sheet_name(label): png for label, png in pngs.items()}
 
 
 def print_summary(command: str, summary: dict) -> None:

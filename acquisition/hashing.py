@@ -7,7 +7,9 @@
   duplicates with no false positives. Lossy re-encodes and resizes change pixels; those are caught
   by the perceptual hashes at a Hamming distance of a few bits (the tests measure it).
 - `phash`: 64-bit DCT hash (grey 32x32, 2-D DCT-II, top-left 8x8 block, bit = coefficient above the
-  median of the 63 AC coefficients). Robust to re-encoding, resizing and small colour changes.
+  median of the 63 AC coefficients). Robust to re-encoding, resizing and small colour changes
+  (0-2 bits on the hot-dog photos at JPEG q60 or half size) but not to crops: cutting 5% off two
+  edges moved it 6-14 bits, so cropped copies are only caught at the looser group distance.
 - `dhash`: 64-bit difference hash (grey 9x8, bit = pixel brighter than its right neighbour).
 
 Bits are packed row-major, first bit most significant, written as 16 lowercase hex digits.

@@ -183,24 +183,35 @@ def _verify_runs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (query, order[k]) for k in [first, end) that are within max_distance.
 
-    Walks the runs one position at a time (round t checks the t-th member of every run still
-    long enough): buckets hold a few hashes, so a few rounds do it without materialising index
-    ranges. Hashes are read from the chunk-sorted copy, so a bucket's members are adjacent in memory.
+    Runs are sorted longest first, so the runs still going at step t are a prefix: step t checks
+    the t-th member of each of them through array views, with no per-step filtering or index
+    expansion. Hashes are read from the chunk-sorted copy, so a bucket's members are adjacent.
     """
-    live = end > first
-    query_values, queries, first, end = query_values[live], queries[live], first[live], end[live]
+    lengths = end - first
+    longest = int(lengths.max(initial=0))
+    if longest == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty.astype(np.int16)
+    # Stable sort on a small unsigned key is a radix sort in numpy: linear time.
+    key_dtype = np.uint16 if longest < 1 << 16 else np.uint32
+    by_length = np.argsort((longest - lengths).astype(key_dtype), kind="stable")
+    lengths, first = lengths[by_length], first[by_length]
+    query_values, queries = query_values[by_length], queries[by_length]
+    # live[t] = how many runs are longer than t (lengths are descending).
+    live = np.searchsorted(-lengths, -np.arange(longest), side="left")
     out_i, out_j, out_d = [], [], []
-    while len(queries):
-        d = hamming(query_values, sorted_values[first])
+    positions = np.empty_like(first)
+    for step, count in enumerate(live.tolist()):
+        # In-place buffers: this loop touches every candidate, so each saved pass counts.
+        np.add(first[:count], step, out=positions[:count])
+        other = sorted_values[positions[:count]]
+        np.bitwise_xor(other, query_values[:count], out=other)
+        d = np.bitwise_count(other)
         close = np.flatnonzero(d <= max_distance)
         if len(close):
             out_i.append(queries[close])
-            out_j.append(order[first[close]])
-            out_d.append(d[close])
-        first += 1
-        live = first < end
-        if not live.all():
-            query_values, queries, first, end = query_values[live], queries[live], first[live], end[live]
+            out_j.append(order[positions[close]])
+            out_d.append(d[close].astype(np.int16))
     if not out_i:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty.astype(np.int16)

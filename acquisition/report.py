@@ -133,14 +133,15 @@ def _thumbnail(path: Path, side: int) -> Image.Image:
 
 
 def class_sheets(
-    paths: Sequence[Path], labels: Sequence[str], splits: Sequence[str], per_class: int, thumb: int
+    paths: Sequence[Path], labels: Sequence[str], captions: Sequence[str], per_class: int, thumb: int
 ) -> dict[str, bytes]:
-    """{label: PNG} with up to `per_class` images of each class, 8 a row, captioned with their split."""
+    """{label: PNG} with up to `per_class` images of each class, 8 a row, spread evenly over the class
+    (so every split shows up, not just the first folder)."""
     out = {}
     for label in sorted(set(labels)):
-        tiles = [Tile(p, s) for p, lab, s in zip(paths, labels, splits, strict=True) if lab == label][
-            :per_class
-        ]
+        tiles = [Tile(p, c) for p, lab, c in zip(paths, labels, captions, strict=True) if lab == label]
+        picked = np.unique(np.linspace(0, len(tiles) - 1, min(per_class, len(tiles))).round().astype(int))
+        tiles = [tiles[k] for k in picked]
         out[label] = contact_sheet([tiles[k : k + 8] for k in range(0, len(tiles), 8)], thumb)
     return out
 

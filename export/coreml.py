@@ -29,6 +29,10 @@ TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment ta
 INPUT_NAME = "image"
 PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
 
+# coremltools' default weight_threshold leaves tensors of <= 2048 weights (depthwise kernels) alone:
+# compressing them saves little and costs accuracy.
+UNCOMPRESSED_NOTE = "; smaller tensors (<= 2048 weights) and all compute stay fp16"
+
 META_LABELS = "pocketml.labels"  # JSON list in output order
 META_SPEC = "pocketml.spec"  # ModelSpec.to_dict() as JSON
 META_INPUT = "pocketml.input"  # JSON: name, shape, colour layout, scale, bias
@@ -54,10 +58,16 @@ def convert(
     notes: list[str] = []
     if precision == "int8-weights":
         mlmodel = int8_weights(mlmodel)
-        notes.append("coreml int8-weights: int8 linear symmetric weights on an fp16 program")
+        notes.append(
+            f"coreml int8-weights: {compressed_tensors(mlmodel)} weight tensors int8 (linear symmetric)"
+            f"{UNCOMPRESSED_NOTE}"
+        )
     elif precision == "palettized-6bit":
         mlmodel = palettized(mlmodel)
-        notes.append("coreml palettized-6bit: 64-entry k-means look-up tables on an fp16 program")
+        notes.append(
+            f"coreml palettized-6bit: {compressed_tensors(mlmodel)} weight tensors as 64-entry k-means"
+            f" look-up tables{UNCOMPRESSED_NOTE}"
+        )
     set_metadata(mlmodel, spec, precision, minimum_deployment_target)
     mlmodel.save(str(out_path))
     return notes
@@ -114,6 +124,13 @@ def palettized(mlmodel):
 
     op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=PALETTE_BITS)  # k-means runs on scikit-learn
     return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+
+
+def compressed_tensors(mlmodel) -> int:
+    """How many weight tensors the program stores compressed (one constexpr op each)."""
+    function = mlmodel.get_spec().mlProgram.functions["main"]
+    operations = function.block_specializations[function.opset].operations
+    return sum(op.type.startswith("constexpr_") for op in operations)
 
 
 def input_description(spec: ModelSpec) -> dict:

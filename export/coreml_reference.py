@@ -66,7 +66,8 @@ class Args:
         if value is None:
             return None
         value = np.asarray(value)
-        return value.astype(np.float32) if value.dtype.kind in "fiub" and value.dtype != np.float64 else value
+        widen = value.dtype.kind in "fiub" and value.dtype != np.float64
+        return value.astype(np.float32, copy=False) if widen else value
 
     def ints(self, key: str, default: Any = None) -> list[int] | None:
         value = self.raw(key, default)
@@ -258,10 +259,15 @@ def _conv(a: Args) -> np.ndarray:
     if c_in_group * groups != channels:
         raise PocketMLError(f"op {a.op.name}: weight expects {c_in_group * groups} input channels, got {channels}")
     pixels = out_hw[0] * out_hw[1]
-    if groups == channels and c_out == channels:  # depthwise: one multiply-add per tap
+    if groups == 1 and kernel2 == (1, 1) and strides == (1, 1) and padded.shape[2:] == tuple(out_hw):
+        # pointwise: one matrix product, no column copy (most of a MobileNet's arithmetic)
+        out = np.matmul(w2.reshape(c_out, channels), padded.reshape(batch, channels, pixels))
+        out = out.reshape(batch, c_out, *out_hw)
+    elif groups == channels and c_out == channels:  # depthwise: one multiply-add per tap
         out = np.zeros((batch, channels, *out_hw), dtype=np.float32)
+        product = np.empty_like(out)
         for (i, j), view in _taps(padded, kernel2, strides, dilations, out_hw):
-            out += view * w2[:, 0, i, j][None, :, None, None]
+            out += np.multiply(view, w2[:, 0, i, j][None, :, None, None], out=product)
     else:  # im2col per group: columns [N, G, Cin/G * kh * kw, pixels], ordered (cin, i, j) like the weight
         cols = np.stack([view for _, view in _taps(padded, kernel2, strides, dilations, out_hw)], axis=2)
         cols = cols.reshape(batch, groups, c_in_group * kernel2[0] * kernel2[1], pixels)
@@ -579,11 +585,27 @@ def _classify(a: Args) -> tuple[str, dict[str, float]]:
 # ---------------------------------------------------------------- the executor
 
 
-def _store(value: Any, dtype: str) -> Any:
-    """A result in the dtype the program declares — where an fp16 program rounds to float16."""
-    if dtype in DTYPES and not isinstance(value, (str, dict)):
-        return np.asarray(value).astype(DTYPES[dtype], copy=False)
-    return value
+# Ops whose result is exactly representable in float16 whenever their inputs are (selection,
+# clamping to fp16 constants, data movement): their fp16 results need no second rounding.
+FP16_EXACT = frozenset(
+    {"relu", "relu6", "clip", "max_pool", "pad", "transpose", "reshape", "squeeze", "expand_dims", "concat",
+     "slice_by_index", "identity", "maximum", "minimum", "reduce_max", "reduce_min", "abs", "floor", "ceil"}
+)
+
+
+def _store(value: Any, dtype: str, op_type: str = "") -> Any:
+    """A result as the program declares it. fp16 values are rounded to float16 and kept in float32
+    arrays (exactly the same numbers; numpy computes float16 arrays far slower), so an fp16
+    program's rounding after every op is real while the next op needs no conversion.
+    """
+    if isinstance(value, (str, dict, list)) or dtype not in DTYPES:
+        return value
+    value = np.asarray(value)
+    if dtype == "fp16":
+        if op_type in FP16_EXACT and value.dtype == np.float32:
+            return value
+        return value.astype(np.float16).astype(np.float32)
+    return value.astype(DTYPES[dtype], copy=False)
 
 
 class Executor:
@@ -601,20 +623,23 @@ class Executor:
         self.body: list[MilOp] = []
         for op in program.ops:
             if op.op_type == "const":
-                self.constants[op.outputs[0]] = op.value
+                self.constants[op.outputs[0]] = _store(op.value, op.output_dtypes[0])
             elif op.op_type.startswith("constexpr_"):
                 self._apply(op, self.constants)
             else:
                 self.body.append(op)
+        self._last_use = _last_uses(self.body, set(self.constants))
 
     def _apply(self, op: MilOp, values: dict[str, Any]) -> None:
         result = OPS[op.op_type](Args(op, values))
         results = result if len(op.outputs) > 1 else (result,)
         for name, value, dtype in zip(op.outputs, results, op.output_dtypes, strict=True):
-            values[name] = _store(value, dtype)
+            values[name] = _store(value, dtype, op.op_type)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Every value the program computes, by name, for one set of inputs."""
+    def run(self, feeds: dict[str, np.ndarray], keep: set[str] | None = None) -> dict[str, Any]:
+        """The values the program computes for one set of inputs, by name: all of them, or with
+        `keep` only those named (intermediates are dropped after their last use, saving memory).
+        """
         values = dict(self.constants)
         for name, (shape, dtype) in self.program.inputs.items():
             if name not in feeds:
@@ -623,9 +648,27 @@ class Executor:
             if tuple(feed.shape) != tuple(shape):
                 raise PocketMLError(f"{self.program.path.name}: input {name!r} must have shape {shape}, got {feed.shape}")
             values[name] = _store(feed, dtype)
-        for op in self.body:
+        for index, op in enumerate(self.body):
             self._apply(op, values)
+            if keep is not None:
+                for name in self._last_use.get(index, ()):
+                    if name not in keep:
+                        values.pop(name, None)
         return values
+
+
+def _last_uses(body: list[MilOp], constants: set[str]) -> dict[int, list[str]]:
+    """For each op index, the computed values no later op reads."""
+    last: dict[str, int] = {}
+    for index, op in enumerate(body):
+        for ref in op.inputs.values():
+            for name in ref if isinstance(ref, tuple) else (ref,):
+                if name not in constants:
+                    last[name] = index
+    by_index: dict[int, list[str]] = {}
+    for name, index in last.items():
+        by_index.setdefault(index, []).append(name)
+    return by_index
 
 
 @dataclass
@@ -654,7 +697,7 @@ class ReferencePredictor:
         images = check_images(images, self.input_size)
         rows = []
         for image in images:
-            values = self.executor.run({self.image_name: self.image_feed(image)})
+            values = self.executor.run({self.image_name: self.image_feed(image)}, keep={self.probabilities_var})
             rows.append(np.asarray(values[self.probabilities_var], dtype=np.float32).reshape(-1))
         return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
 

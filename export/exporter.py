@@ -24,6 +24,7 @@ from pocketml.configs.export import ExportConfig
 from pocketml.console import console, print_table, progress
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
+from pocketml.spec import ModelSpec
 
 ARTIFACT_STEM = "model"  # android/model-fp16.tflite: stable names the bench stage and apps can rely on
 
@@ -106,6 +107,12 @@ def model_record(source: Source, calibration: CalibrationSet | None, config: Exp
     }
 
 
+def spec_from_record(model: dict) -> ModelSpec:
+    """The ModelSpec inside a manifest's `model` entry (its extra keys: source, notes, calibration...)."""
+    fields = set(ModelSpec.__dataclass_fields__)
+    return ModelSpec.from_dict({k: v for k, v in model.items() if k in fields})
+
+
 def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | None = None) -> ExportManifest:
     """Export `model` (.keras or a directory with model.keras) into `out_dir`; returns the manifest."""
     config = config or ExportConfig()
@@ -167,4 +174,5 @@ def print_export_summary(manifest: ExportManifest) -> None:
     print_table("export", ("artifact", "status", "MB", "convert s", "path / reason"), rows)
     for artifact in manifest.artifacts:
         for note in artifact.notes:
-            console.print(f"note: {artifact.name}: {note}")
+            named = note.startswith(f"{artifact.format} {artifact.precision}")
+            console.print(f"note: {note}" if named else f"note: {artifact.name}: {note}", style="yellow", markup=False)

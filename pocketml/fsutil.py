@@ -38,6 +38,16 @@ def tree_bytes(path: str | os.PathLike) -> int:
     return path.stat().st_size
 
 
+def _default_file_mode() -> int:
+    """0o666 less the process umask: what open() would give, where mkstemp's 0600 would not."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
     """Write via temp + rename. fsync=False keeps kill -9 safety (the rename is atomic and the page
     cache outlives the process) but not power-loss durability; bulk writers (the image store) use it."""
@@ -45,6 +55,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -82,16 +82,14 @@ def _bench(config: PipelineConfig, paths: RunPaths) -> object:
 
 def export_section(config: PipelineConfig, paths: RunPaths) -> object:
     """[export] with the run's own curated dataset as calibration/validation images when none are given."""
-    section = config.export
-    if getattr(section, "calibration", "absent") is None:
-        section = dataclasses.replace(section, calibration=paths.dataset)
-    return section
+    if config.export.calibration is None:
+        return dataclasses.replace(config.export, calibration=paths.dataset)
+    return config.export
 
 
 def _export_inputs(config: PipelineConfig, paths: RunPaths) -> list[Path]:
     model = [paths.model / "model.keras", paths.model / "spec.json"]
-    section = export_section(config, paths)
-    uses_dataset = getattr(section, "calibration", None) == paths.dataset
+    uses_dataset = export_section(config, paths).calibration == paths.dataset
     return model + ([paths.dataset / "manifest.csv"] if uses_dataset else [])
 
 
@@ -191,8 +189,9 @@ def write_record(stage: Stage, config: PipelineConfig, paths: RunPaths, seconds:
 
 
 def _jsonable(summary: object) -> object:
-    if dataclasses.is_dataclass(summary) and hasattr(summary, "to_dict"):
-        return {"artifacts": len(summary.to_dict().get("artifacts", []))}
+    """What a stage returned, as JSON for its record: summaries as they are, an export as its statuses."""
+    if hasattr(summary, "artifacts"):
+        return {a.name: {"status": a.status, "validation": a.parity.status} for a in summary.artifacts}
     if isinstance(summary, Path):
         return str(summary)
     if isinstance(summary, dict):

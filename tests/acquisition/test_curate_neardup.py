@@ -39,14 +39,14 @@ def test_near_pairs_equal_a_plain_python_scan_at_every_distance(r):
     assert any(dist == r for *_, dist in got)  # the edge distance itself is included
 
 
-@pytest.mark.parametrize("r", [4, 10])
-def test_near_pairs_equal_blocked_brute_force_on_larger_sets(r):
-    hashes = _with_planted(20_000, seed=7)
-    ours = neardup.near_pairs(hashes, r)
-    reference = neardup.brute_force_pairs(hashes, r)
-    for a, b in zip(ours, reference, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert len(ours[0]) >= 6 * (r + 1)  # every planted copy within r
+def test_threaded_search_on_a_larger_set_equals_blocked_brute_force():
+    hashes = _with_planted(20_000, seed=7)  # above PARALLEL_FROM: chunks are searched on threads
+    reference = neardup.brute_force_pairs(hashes, 10)
+    for workers in (1, 2):
+        ours = neardup.near_pairs(hashes, 10, workers=workers)
+        for a, b in zip(ours, reference, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert len(reference[0]) >= 6 * 11  # every planted copy within 10 bits
 
 
 def test_identical_hashes_pair_with_each_other_and_their_neighbours():

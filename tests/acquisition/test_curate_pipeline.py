@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from acquisition.audit import audit
 from acquisition.curate import curate
 from pocketml.cli import main
 from pocketml.configs.curate import CurateConfig
@@ -171,3 +172,13 @@ def test_ratios_that_leave_a_class_out_of_a_split_warn_naming_the_class(tmp_path
     summary = curate(tmp_path, CurateConfig(workers=1))
     assert summary["warnings"] and all("'not_hot_dog'" in w for w in summary["warnings"])
     assert "'not_hot_dog' has no images in" in (tmp_path / "report" / "card.md").read_text()
+
+
+def test_auditing_the_curated_dataset_finds_no_leakage_between_its_splits(curated, tmp_path):
+    root, _, summary, _ = curated
+    report = audit(root, tmp_path / "audit", CurateConfig(workers=1))
+    assert report["images_in"] == summary["images_kept"]
+    assert set(report["leakage"]) == {"val", "test"}
+    for split, leak in report["leakage"].items():
+        assert leak["exact_leaks"] == leak["near_leaks"] == leak["similar_leaks"] == 0, split
+    assert report["label_conflicts"] == [] and report["would_remove_by_reason"] == {}

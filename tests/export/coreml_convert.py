@@ -136,3 +136,8 @@ def calibrate_batchnorm(model, images) -> None:
     model(np.asarray(images, np.float32), training=True)
     for layer, momentum in zip(norms, saved, strict=True):
         layer.momentum = momentum
+        # Near-constant channels would be amplified ~1/sqrt(epsilon) per layer, turning rounding
+        # noise into large logit differences; a floor at the layer's median variance keeps the
+        # random network as well-conditioned as a trained one.
+        variance = np.asarray(layer.moving_variance)
+        layer.moving_variance.assign(np.maximum(variance, np.median(variance)))

@@ -223,3 +223,18 @@ def test_mobilenet_v2_224_runs_within_two_seconds(tmp_path):
     start = time.perf_counter()
     predictor.predict(image)
     assert time.perf_counter() - start <= 2.0
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(__import__("sys").platform != "darwin", reason="the Core ML runtime exists only on macOS")
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("fp16", 1e-2)])
+def test_reference_matches_core_ml_runtime(packages, hotdog_images, precision, tolerance):
+    import coremltools as ct
+    from PIL import Image
+
+    path = packages(precision)
+    runtime = ct.models.MLModel(str(path))
+    reference = load_reference(path).predict(hotdog_images)
+    for row, image in zip(reference, hotdog_images, strict=True):
+        probs = runtime.predict({"image": Image.fromarray(image)})["classLabel_probs"]
+        np.testing.assert_allclose([probs[label] for label in LABELS], row, atol=tolerance)

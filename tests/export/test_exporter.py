@@ -8,7 +8,7 @@ import json
 import pytest
 
 from export.bundles import write_bundle_readmes
-from export.exporter import export_model, planned_variants
+from export.exporter import export_model, planned_variants, spec_from_record
 from export.registry import format_module
 from pocketml.artifact import ExportManifest
 from pocketml.configs.export import ExportConfig
@@ -33,6 +33,8 @@ def test_manifest_records_every_file_as_it_is_on_disk(export_dir, real_model_dir
     assert manifest.model["image_size"] == [96, 96]
     assert manifest.model["source_sha256"] == sha256_file(real_model_dir / "model.keras")
     assert len(manifest.model["calibration"]["images"]) == 100
+    spec = spec_from_record(manifest.model)
+    assert spec.labels == ("hot_dog", "not_hot_dog") and spec.normalization.name == "mobilenet"
     for artifact in manifest.artifacts:
         path = export_dir / artifact.path
         assert artifact.status == "exported"

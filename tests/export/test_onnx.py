@@ -209,3 +209,16 @@ def test_loading_a_file_that_is_not_onnx_is_a_user_error(tmp_path: Path) -> None
         xo.load(bogus)
     with pytest.raises(PocketMLError, match="cannot read"):
         xo.load(tmp_path / "missing.onnx")
+
+
+def test_a_foreign_file_without_metadata_still_loads(tmp_path: Path, exported: dict, eval_images) -> None:
+    model = onnx.load(str(exported["fp32"][0]))
+    del model.metadata_props[:]
+    foreign = tmp_path / "theirs.onnx"
+    onnx.save(model, str(foreign))
+    with pytest.raises(PocketMLError, match="not written by pocketml"):
+        xo.read_spec(foreign)
+    predictor = xo.load(foreign)
+    assert predictor.name == "onnx-theirs" and predictor.input_size == (96, 96)
+    expected = xo.load(exported["fp32"][0]).predict(eval_images[:4])
+    np.testing.assert_array_equal(predictor.predict(eval_images[:4]), expected)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from pocketml.fsutil import atomic_output, atomic_write_text, sha256_file, tree_bytes
@@ -36,3 +38,11 @@ def test_directory_hash_changes_when_any_file_changes(tmp_path):
     before = sha256_file(tmp_path / "d")
     (tmp_path / "d" / "x").write_bytes(b"b")
     assert sha256_file(tmp_path / "d") != before
+
+
+def test_atomic_write_gives_normal_file_permissions_not_mkstemps_0600(tmp_path):
+    path = atomic_write_text(tmp_path / "report.json", "{}")
+    mode = path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

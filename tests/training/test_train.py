@@ -175,3 +175,19 @@ def test_cli_reports_bad_backbone_on_one_line(hotdog_subset, tmp_path):
     message = str(info.value)
     assert "\n" not in message and message.startswith("unknown backbone 'resnet'") and "resnet50" in message
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_resnet50_takes_rgb_like_keras_takes_bgr():
+    import keras
+
+    from training.backbones import Weights, build_backbone, get_backbone
+
+    keras.utils.set_random_seed(3)
+    keras_bgr = keras.applications.ResNet50(input_shape=(32, 32, 3), include_top=False, weights=None)
+    keras.utils.set_random_seed(3)
+    ours_rgb = build_backbone(get_backbone("resnet50"), 32, 1.0, Weights("none"))
+    rgb = np.random.default_rng(0).uniform(-100, 100, (2, 32, 32, 3)).astype(np.float32)
+    expected = keras_bgr.predict(rgb[..., ::-1], verbose=0)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(ours_rgb.predict(rgb, verbose=0), expected, rtol=1e-4, atol=1e-4)
