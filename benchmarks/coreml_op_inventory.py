@@ -1,7 +1,7 @@
 """Which MIL ops coremltools 9 emits for each backbone pocketml trains (Keras 3 -> mlprogram), per
 deployment target and precision, and whether the Core ML reference executor covers all of them.
 
-Converts exactly as export/coreml.py does (tests/export/coreml_convert.py). Baseline for the
+Builds each backbone with training's registry and converts with export/coreml.py itself. Baseline for the
 ratio: the op count of MobileNetV2 fp32 iOS16. Run: `.venv/bin/python -m benchmarks.coreml_op_inventory`.
 """
 
@@ -25,23 +25,35 @@ def variants(backbone: str) -> list[tuple[str, str]]:
 
 def convert_and_list(models: dict, backbone: str, precision: str, target: str, tmp: Path, seconds: dict) -> list[str]:
     """The sorted op types of one converted variant (the Keras model is built once per backbone)."""
+    from export import coreml
     from export.coreml_mil import load_program
-    from tests.export.coreml_convert import build_backbone_classifier, convert_keras
+    from pocketml.spec import ModelSpec
 
     if backbone not in models:
-        models[backbone] = build_backbone_classifier(backbone, size=SIZE)
+        models[backbone] = random_classifier(backbone)
     path = tmp / f"{backbone}_{precision}_{target}.mlpackage"
+    spec = ModelSpec(labels=("a", "b"), image_size=(SIZE, SIZE))
     start = time.perf_counter()
-    convert_keras(models[backbone], ["a", "b"], path, precision, target)
+    coreml.convert(models[backbone], spec, precision, path, None, minimum_deployment_target=target)
     seconds[f"{backbone}/{precision}/{target}"] = round(time.perf_counter() - start, 1)
     return sorted(load_program(path).op_types)
+
+
+def random_classifier(name: str):
+    """A random-weights classifier built exactly as `pocketml train` builds one (the ops do not depend on weights)."""
+    from training.backbones import Weights, build_backbone, get_backbone
+    from training.model import build_classifier
+
+    backbone = get_backbone(name)
+    network = build_backbone(backbone, SIZE, 0.35 if backbone.uses_alpha else 1.0, Weights("none"))
+    return build_classifier(network, backbone.normalization, num_classes=2, dropout=0.0)
 
 
 def main() -> None:
     from benchmarks.common import machine_info, print_result
     from export.coreml_reference import OPS
     from pocketml.console import progress
-    from tests.export.coreml_convert import BACKBONES
+    from training.backbones import BACKBONES
 
     inventory: dict[str, dict[str, list[str]]] = {}
     seconds: dict[str, float] = {}

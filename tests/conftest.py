@@ -43,10 +43,13 @@ def mobilenet_v2_035_weights(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_model_dir(tmp_path_factory, mobilenet_v2_035_weights: Path) -> Path:
-    """A two-class hot-dog classifier: real MobileNetV2 α0.35 ImageNet backbone at 96 px, a seeded
-    Dense+softmax head, saved as model.keras + spec.json + labels.txt (what `pocketml train` writes).
+def real_model_dir(tmp_path_factory, mobilenet_v2_035_weights: Path, hotdog_dir: Path) -> Path:
+    """A two-class hot-dog classifier: real MobileNetV2 α0.35 ImageNet backbone at 96 px, a Dense+softmax
+    head fitted on the 200 training photos, saved as model.keras + spec.json + labels.txt (what
+    `pocketml train` writes).
     """
     from tests.models import save_real_classifier
 
-    return save_real_classifier(tmp_path_factory.mktemp("real_model"), mobilenet_v2_035_weights, size=96)
+    return save_real_classifier(
+        tmp_path_factory.mktemp("real_model"), mobilenet_v2_035_weights, size=96, train_dir=hotdog_dir / "train"
+    )

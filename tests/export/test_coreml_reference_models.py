@@ -191,7 +191,8 @@ def check_backbone(backbone: str, precision: str, target: str, images: np.ndarra
     path = tmp_path / f"{backbone}_{precision}_{target}.mlpackage"
     convert_keras(model, [f"c{i}" for i in range(5)], path, precision, target)
     got, want = logits_of(load_reference(path), images), keras_logits(model, images)
-    assert np.ptp(want, axis=0).max() > 0.1, "logits do not vary across images: the comparison would be vacuous"
+    # Logits that barely move between images would make the comparison vacuous.
+    assert np.ptp(want, axis=0).max() > 0.05 * np.abs(want).max(), "logits do not vary across images"
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6))
 
 
