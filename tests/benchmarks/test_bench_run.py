@@ -26,11 +26,13 @@ def results(bench_export_dir: Path, hotdog_dir: Path, tmp_path_factory) -> dict:
 
 
 def test_every_row_has_a_status_and_the_run_carries_on(results):
+    from export.tolerances import tolerance_for
+
     rows = results["rows"]
     assert list(rows)[0] == "keras" and rows["keras"]["status"] == PASSED
     assert rows["tflite-fp32"]["status"] == rows["onnx-fp32"]["status"] == PASSED
     for name in ("tflite-fp16", "onnx-fp16", "coreml-fp16"):
-        expected = PASSED if rows[name]["max_abs_diff"] <= 1e-2 else FAILED_VALIDATION
+        expected = PASSED if rows[name]["max_abs_diff"] <= tolerance_for("fp16").max_abs_diff else FAILED_VALIDATION
         assert rows[name]["status"] == expected and rows[name]["top1_agreement"] == 1.0
     swapped = rows["tflite-int8"]
     assert swapped["status"] == FAILED_VALIDATION and "agreement" in swapped["reason"]
