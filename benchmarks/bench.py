@@ -69,6 +69,15 @@ def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) 
     return path
 
 
+def mark_export_validation(row: dict, artifact: Artifact) -> None:
+    """A file `pocketml validate` failed stays failed here, even if this run's images happen to pass:
+    bench and validate must never tell a user opposite things about one file."""
+    if artifact.parity.status != "failed":
+        return
+    reason = f"export validation on {artifact.parity.images} images: {artifact.parity.reason}"
+    row.update(status=FAILED_VALIDATION, reason="; ".join(filter(None, [row["reason"], reason])))
+
+
 def new_row(name: str, fmt: str, precision: str, path: str) -> dict:
     return {
         "name": name,
@@ -161,6 +170,7 @@ class Bench:
         predictor = self.measure_quality(row, artifact.format, path)
         if row["status"] == ROW_FAILED:
             return row
+        mark_export_validation(row, artifact)
         self.time_artifact(row, artifact.format, path, predictor)
         self.measure_memory(row, artifact.format, path)
         return row

@@ -111,8 +111,19 @@ def summary_rows(results: dict, reasons: bool = False) -> tuple[list[str], list[
     return columns, table
 
 
-def print_summary(results: dict) -> None:
+# The console keeps the columns a reader decides on; report.html and results.csv hold every figure.
+CONSOLE_COLUMNS = ("artifact", "status", "MB", "acc %", "agree %", "max|Δp|", "p50 ms", "peak MB", "recommended")
+
+
+def console_rows(results: dict) -> tuple[list[str], list[list[object]]]:
+    """summary_rows narrowed to CONSOLE_COLUMNS (every p50 column kept), so the table fits a terminal."""
     columns, table = summary_rows(results)
+    keep = [i for i, c in enumerate(columns) if c in CONSOLE_COLUMNS or c.startswith("p50 ms")]
+    return [columns[i] for i in keep], [[row[i] for i in keep] for row in table]
+
+
+def print_summary(results: dict) -> None:
+    columns, table = console_rows(results)
     data = results["data"]
     print_table(f"pocketml bench: {data['images']} images ({data['split']} split of {data['source']})", columns, table)
     for row in results["rows"]:

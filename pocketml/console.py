@@ -16,7 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(stderr=False, highlight=False)
+# Logs and pipes get 160 columns instead of rich's 80, so summary tables do not wrap every cell.
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False)
 
 

@@ -119,3 +119,18 @@ def test_outputs_written_and_recommendation_marked(quick, tflite_export_dir):
     assert [a.name for a in manifest.artifacts if a.recommended] == [chosen]
     assert "recommended (android)" in (tflite_export_dir / "android" / "README.md").read_text()
     assert saved["recommendations"]["ios"]["artifact"] is None
+
+
+def test_a_file_that_failed_export_validation_is_never_passed_or_recommended(tflite_export_dir, hotdog_dir, tmp_path):
+    import shutil
+
+    export_dir = shutil.copytree(tflite_export_dir, tmp_path / "export")
+    manifest = ExportManifest.load(export_dir)
+    fp16 = manifest.find("tflite", "fp16")
+    fp16.parity.status, fp16.parity.reason, fp16.parity.images = "failed", "top-1 agreement 0.970 < 0.99", 100
+    manifest.save(export_dir)
+    config = BenchConfig(threads=[1], min_time_s=0.02, min_runs=5, max_images=8, measure_memory=False)
+    rows = {r["name"]: r for r in bench(export_dir, hotdog_dir, tmp_path / "bench", config)["rows"]}
+    assert rows["tflite-fp16"]["status"] == FAILED_VALIDATION
+    assert "export validation on 100 images: top-1 agreement 0.970" in rows["tflite-fp16"]["reason"]
+    assert rows["tflite-fp16"]["recommended"] == [] and rows["tflite-fp32"]["recommended"] == ["android"]
