@@ -53,8 +53,8 @@ def choose(
 ) -> dict[str, dict]:
     """platform -> {"artifact", "reason"} (artifact None with the reason when nothing qualifies).
 
-    An artifact that failed validation on |Δp| alone (fp16 drift) stays eligible: the budget is on
-    accuracy and decisions, which is what a user of the app sees.
+    Only rows whose status is `passed` are eligible: a file that failed validation (here or in
+    `pocketml validate`) is never the one an app is told to ship.
     """
     reference_accuracy = rows[0]["accuracy"] if rows else None
     choices = {}
@@ -62,7 +62,10 @@ def choose(
         candidates, rejected = [], []
         for row in rows[1:]:
             artifact = manifest.find(row["format"], row["precision"])
-            if row["format"] != fmt or artifact is None or row["status"] == "failed":
+            if row["format"] != fmt or artifact is None:
+                continue
+            if row["status"] != "passed":
+                rejected.append(f"{row['name']}: {row['status']}")
                 continue
             drop, basis = accuracy_evidence(row, artifact, reference_accuracy)
             agreement = row.get("top1_agreement")

@@ -72,10 +72,10 @@ def _pick(artifacts: list[Artifact]) -> Artifact:
 
 def _row(artifact: Artifact) -> str:
     size = f"{artifact.bytes / 1e6:.2f} MB" if artifact.bytes else "-"
-    mark = f" **recommended ({', '.join(artifact.recommended)})**" if artifact.recommended else ""
+    mark = f"**{', '.join(artifact.recommended)}**" if artifact.recommended else ""
     parity = artifact.parity.status + (f" ({artifact.parity.reason})" if artifact.parity.reason else "")
     parity = parity.replace("|", "\\|")  # "max|dp|" must not split the Markdown table cell
-    return f"| `{Path(artifact.path).name}` | {artifact.precision} | {size} | {parity} |{mark}"
+    return f"| `{Path(artifact.path).name}` | {artifact.precision} | {size} | {parity} | {mark} |"
 
 
 def readme_text(bundle: str, artifacts: list[Artifact], model: dict) -> str:
@@ -99,8 +99,8 @@ def readme_text(bundle: str, artifacts: list[Artifact], model: dict) -> str:
         "",
         advice,
         "",
-        "| file | precision | size | parity vs Keras |",
-        "|---|---|---|---|",
+        "| file | precision | size | parity vs Keras | recommended for |",
+        "|---|---|---|---|---|",
         *(_row(a) for a in artifacts),
         "",
         snippet,

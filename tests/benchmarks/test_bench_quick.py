@@ -117,7 +117,11 @@ def test_outputs_written_and_recommendation_marked(quick, tflite_export_dir):
     assert chosen in ("tflite-fp32", "tflite-fp16")
     manifest = ExportManifest.load(tflite_export_dir)
     assert [a.name for a in manifest.artifacts if a.recommended] == [chosen]
-    assert "recommended (android)" in (tflite_export_dir / "android" / "README.md").read_text()
+    readme = (tflite_export_dir / "android" / "README.md").read_text()
+    chosen_file = next(a.path for a in manifest.artifacts if a.recommended).split("/")[-1]
+    assert f"Recommended: `{chosen_file}`" in readme
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{chosen_file}`"))
+    assert row.endswith("| **android** |") and row.count("|") == 6  # five cells, like the header
     assert saved["recommendations"]["ios"]["artifact"] is None
 
 

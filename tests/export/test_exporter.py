@@ -140,5 +140,5 @@ def test_readme_table_survives_reasons_with_pipes(tmp_path):
     manifest = ExportManifest(model={"labels": ["a", "b"], "image_size": [32, 32]}, artifacts=[artifact])
     (readme,) = write_bundle_readmes(tmp_path, manifest)
     row = next(line for line in readme.read_text().splitlines() if "model-fp16.onnx" in line)
-    assert row.replace("\\|", "").count("|") == 5  # four cells
+    assert row.replace("\\|", "").count("|") == 6  # five cells
     assert "InferenceSession" in readme.read_text() and "(32, 32)" in readme.read_text()
