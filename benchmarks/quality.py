@@ -82,7 +82,7 @@ def quality(probs: np.ndarray, reference: np.ndarray | None, targets: np.ndarray
 def accuracy_drop_points(accuracy: float | None, reference_accuracy: float | None) -> float | None:
     if accuracy is None or reference_accuracy is None:
         return None
-    return (reference_accuracy - accuracy) * 100
+    return round((reference_accuracy - accuracy) * 100, 9)  # as export.tolerances: no float-noise drops
 
 
 def tolerance_failures(precision: str, figures: dict, reference_accuracy: float | None) -> list[str]:
