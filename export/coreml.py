@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.predictor import check_images
+from export.predictor import META_SPEC, check_images, spec_from_metadata
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
 
@@ -34,7 +34,6 @@ PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
 UNCOMPRESSED_NOTE = "; smaller tensors (<= 2048 weights) and all compute stay fp16"
 
 META_LABELS = "pocketml.labels"  # JSON list in output order
-META_SPEC = "pocketml.spec"  # ModelSpec.to_dict() as JSON
 META_INPUT = "pocketml.input"  # JSON: name, shape, colour layout, scale, bias
 META_PRECISION = "pocketml.precision"
 
@@ -183,10 +182,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def read_spec(path: Path) -> ModelSpec:
     """The ModelSpec pocketml stored in an .mlpackage's metadata (labels in output order)."""
-    metadata = read_metadata(path)
-    if META_SPEC not in metadata:
-        raise PocketMLError(f"{path} has no '{META_SPEC}' metadata; it was not written by pocketml export")
-    return ModelSpec.from_dict(json.loads(metadata[META_SPEC]))
+    return spec_from_metadata(read_metadata(path), path)
 
 
 class CoreMLPredictor:

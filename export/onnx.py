@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.predictor import check_images
+from export.predictor import META_SPEC, check_images, spec_from_metadata
 from pocketml.errors import PocketMLError
 from pocketml.spec import ModelSpec
 
@@ -32,7 +32,6 @@ CALIBRATION_BATCH = 16  # images per calibration batch: bounds memory while coll
 PREDICT_BATCH = 64  # images per session.run call: bounds memory for large evaluation sets
 
 META_LABELS = "labels"  # JSON list, in output order
-META_SPEC = "pocketml.spec"  # ModelSpec.to_dict() as JSON
 META_NORMALIZATION = "normalization"  # JSON of the in-model preprocessing (already applied inside)
 META_INPUT = "input"  # JSON: name, layout, dtype, range, colour order
 META_PRECISION = "pocketml.precision"
@@ -279,10 +278,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def read_spec(path: Path) -> ModelSpec:
     """The ModelSpec stored in a pocketml ONNX file."""
-    metadata = read_metadata(path)
-    if META_SPEC not in metadata:
-        raise PocketMLError(f"{path} has no '{META_SPEC}' metadata; it was not written by pocketml export")
-    return ModelSpec.from_dict(json.loads(metadata[META_SPEC]))
+    return spec_from_metadata(read_metadata(path), path)
 
 
 class OnnxPredictor:

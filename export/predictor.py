@@ -9,6 +9,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from pocketml.errors import PocketMLError
+from pocketml.spec import ModelSpec
+
+# The metadata key under which every format stores ModelSpec.to_dict() as JSON.
+META_SPEC = "pocketml.spec"
 
 
 @runtime_checkable
@@ -27,3 +31,12 @@ def check_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if images.dtype not in (np.uint8, np.float32):
         raise PocketMLError(f"images must be uint8 or float32; got {images.dtype}")
     return images
+
+
+def spec_from_metadata(metadata: dict[str, str], path) -> ModelSpec:
+    """The ModelSpec pocketml stored in an artifact's key/value metadata (ONNX, Core ML)."""
+    import json
+
+    if META_SPEC not in metadata:
+        raise PocketMLError(f"{path} has no '{META_SPEC}' metadata; it was not written by pocketml export")
+    return ModelSpec.from_dict(json.loads(metadata[META_SPEC]))
