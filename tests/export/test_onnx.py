@@ -127,7 +127,7 @@ def test_static_int8_is_per_channel_qdq_with_float_softmax(exported: dict) -> No
         for n in model.graph.node
         if n.op_type == "DequantizeLinear"
         and n.input[0] in inits
-        and inits[n.input[0]].data_type == onnx.TensorProto.UINT8  # u8u8: no VPMADDUBSW saturation
+        and inits[n.input[0]].data_type == onnx.TensorProto.INT8
     ]
     assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in weight_scales), (
         "weights are not quantised per channel"
@@ -142,7 +142,7 @@ def test_static_int8_agrees_with_keras(exported: dict, eval_images, keras_probs)
     notes = exported["int8"][1]
     assert any("calibrated on 64 images" in note for note in notes)
     got = predictions(exported, "int8", eval_images)
-    # Measured with the fitted head: 0.98 on the 50 val photos (u8u8); with ranges calibrated on
+    # Measured with the fitted head: 0.94-0.96 on the 50 val photos; with ranges calibrated on
     # blank images it falls to 0.42, which this threshold catches.
     assert agreement(got, keras_probs) >= 0.9
     assert np.abs(got - keras_probs).mean() <= 0.2
