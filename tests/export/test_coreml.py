@@ -24,16 +24,6 @@ xc = pytest.importorskip("export.coreml")
 EVAL_IMAGES = 16  # the reference executor runs image by image; 16 photos keep the module fast
 
 
-@pytest.fixture(scope="module")
-def keras_model(real_model_dir: Path):
-    import keras
-
-    return keras.saving.load_model(real_model_dir / "model.keras", safe_mode=True)
-
-
-@pytest.fixture(scope="module")
-def spec(real_model_dir: Path) -> ModelSpec:
-    return ModelSpec.load(real_model_dir)
 
 
 @pytest.fixture(scope="module")

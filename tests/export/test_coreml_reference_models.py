@@ -30,12 +30,6 @@ from tests.export.coreml_convert import (  # noqa: E402
 LABELS = ["hot_dog", "not_hot_dog"]
 
 
-@pytest.fixture(scope="module")
-def keras_model(real_model_dir: Path):
-    import keras
-
-    return keras.saving.load_model(real_model_dir / "model.keras", compile=False, safe_mode=True)
-
 
 @pytest.fixture(scope="module")
 def hotdog_images(hotdog_dir: Path) -> np.ndarray:

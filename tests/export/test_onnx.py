@@ -21,16 +21,6 @@ CALIBRATION_IMAGES = 64  # from the train split
 EVAL_IMAGES = 48  # from the val split, disjoint from calibration
 
 
-@pytest.fixture(scope="module")
-def keras_model(real_model_dir: Path):
-    import keras
-
-    return keras.saving.load_model(real_model_dir / "model.keras", safe_mode=True)
-
-
-@pytest.fixture(scope="module")
-def spec(real_model_dir: Path) -> ModelSpec:
-    return ModelSpec.load(real_model_dir)
 
 
 @pytest.fixture(scope="module")
