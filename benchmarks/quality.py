@@ -64,17 +64,22 @@ def evaluation_set(data: str | Path, model_labels: list[str], size: tuple[int, i
 
 
 def quality(probs: np.ndarray, reference: np.ndarray | None, targets: np.ndarray | None) -> dict:
-    """Accuracy, agreement and |Δp| of `probs` against the Keras `reference` on the same images."""
+    """Accuracy, agreement and |Δp| of `probs` against the Keras `reference` on the same images,
+    computed by `pocketml validate`'s own parity_of so bench and validate measure alike."""
+    from export.validate import accuracy, parity_of
+
     figures: dict = {"images": int(len(probs)), "accuracy": None, "top1_agreement": None}
     figures.update(max_abs_diff=None, mean_abs_diff=None)
     if targets is not None and len(probs):
-        figures["accuracy"] = float(np.mean(probs.argmax(1) == targets))
+        figures["accuracy"] = accuracy(probs, targets)
     if reference is not None and len(probs):
-        diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
+        parity = parity_of(probs, reference, targets)
+        if parity.status == "failed":  # shape mismatch: a broken file, not a row of None figures
+            raise PocketMLError(parity.reason)
         figures.update(
-            top1_agreement=float(np.mean(probs.argmax(1) == reference.argmax(1))),
-            max_abs_diff=float(diff.max()),
-            mean_abs_diff=float(diff.mean()),
+            top1_agreement=parity.top1_agreement,
+            max_abs_diff=parity.max_abs_diff,
+            mean_abs_diff=parity.mean_abs_diff,
         )
     return figures
 
