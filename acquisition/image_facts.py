@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from acquisition import hashing, quality
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import progress
+from pocketml.dataset import decode_rgb
 
 PARALLEL_FROM = 48  # images; below this, starting worker processes costs more than it saves
 
@@ -33,17 +34,6 @@ class ImageFacts:
     measures: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     error: str | None = None  # why the file could not be read; None when it was
-
-
-def decode_rgb(path: Path) -> np.ndarray:
-    """uint8 RGB pixels, EXIF orientation applied, alpha composited on white (as verification stores them)."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-        return np.asarray(img.convert("RGB"))
 
 
 def facts_of(path: Path, config: CurateConfig) -> ImageFacts:

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from acquisition import store
 from pocketml.configs.acquire import VerifyConfig
+from pocketml.dataset import to_rgb
 
 # What Pillow raises on malformed input besides OSError (its plugins use these for bad headers).
 DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, ZeroDivisionError)
@@ -67,7 +68,7 @@ def normalised_image(data: bytes, config: VerifyConfig, final_url: str = "",
         image = image.rotate(-rotation, expand=True)  # Open Images: degrees clockwise
     if box is not None:
         image = crop_box(image, box)
-    image = rgb(image)
+    image = to_rgb(image)
     _check_shape(image, config)
     _check_placeholder(image, config)
     return resized(image, config.max_side)
@@ -123,17 +124,6 @@ def crop_box(image: Image.Image, box: tuple[float, float, float, float], margin:
     if right <= left or bottom <= top:
         raise Rejected("too_small", f"box {box} is empty on a {width}x{height} image")
     return image.crop((left, top, right, bottom))
-
-
-def rgb(image: Image.Image) -> Image.Image:
-    """RGB with any transparency composited on white (black-on-transparent logos stay visible)."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _check_shape(image: Image.Image, config: VerifyConfig) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file
-from pocketml.spec import SPEC_FILE, ModelSpec, Normalization, read_labels
+from pocketml.spec import MODEL_FILE, SPEC_FILE, ModelSpec, Normalization, read_labels
 
-MODEL_FILE = "model.keras"
 ACCEPTED = "a .keras file or a directory holding model.keras (+ spec.json)"
 
 

@@ -102,31 +102,42 @@ def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
 
     The same resize policy as training's input pipeline, so accuracy here matches evaluation.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     height, width = size
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            scale = max(height / img.height, width / img.width)
-            new_size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-            img = img.resize(new_size, Image.Resampling.BILINEAR)
-            left, top = (img.width - width) // 2, (img.height - height) // 2
-            return np.asarray(img.crop((left, top, left + width, top + height)), dtype=np.uint8)
+        img = Image.fromarray(decode_rgb(path), "RGB")
     except OSError as exc:
         raise PocketMLError(f"cannot read image {path}: {exc}") from exc
+    scale = max(height / img.height, width / img.width)
+    new_size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
+    img = img.resize(new_size, Image.Resampling.BILINEAR)
+    left, top = (img.width - width) // 2, (img.height - height) // 2
+    return np.asarray(img.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 
-def _to_rgb(img):
-    """RGB, compositing any alpha channel onto white (a transparent PNG is not a black photo)."""
+def decode_rgb(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3] RGB pixels of an image file at its own size, EXIF orientation applied and any
+    alpha composited on white: the one decoding every stage (verification, curation, training,
+    export, bench) uses. Raises OSError (PIL's UnidentifiedImageError included) for unreadable files."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        return np.asarray(to_rgb(ImageOps.exif_transpose(img)), dtype=np.uint8)
+
+
+def to_rgb(img):
+    """A PIL image as RGB, compositing any transparency onto white (a transparent PNG or a black-on-
+    transparent logo is not a black photo)."""
     from PIL import Image
 
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, img).convert("RGB")
-    return img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def load_images(paths: Sequence[str | Path], size: tuple[int, int]) -> np.ndarray:

@@ -14,8 +14,9 @@ from pathlib import Path
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_json
 
-SPEC_FILE = "spec.json"
-LABELS_FILE = "labels.txt"
+MODEL_FILE = "model.keras"  # the Keras model of a model directory (written by `pocketml train`)
+SPEC_FILE = "spec.json"  # its ModelSpec
+LABELS_FILE = "labels.txt"  # its labels, one per line, in output order
 
 
 @dataclass(frozen=True)

