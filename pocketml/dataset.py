@@ -113,12 +113,26 @@ def bounded(records: Sequence[ImageRecord], limit: int) -> list[ImageRecord]:
     by_label: dict[str | None, list[int]] = {}
     for index, record in enumerate(records):
         by_label.setdefault(record.label, []).append(index)
-    quotas = {label: max(1, round(limit * len(ix) / len(records))) for label, ix in by_label.items()}
-    while sum(quotas.values()) > limit:  # rounding up many small classes can overshoot by a few
-        largest = max(quotas, key=lambda label: quotas[label])
-        quotas[largest] -= 1
+    quotas = _quotas({label: len(ix) for label, ix in by_label.items()}, limit)
     picked = [int(i) for label, ix in by_label.items() for i in rng.choice(ix, size=quotas[label], replace=False)]
     return [records[i] for i in sorted(picked)]
+
+
+def _quotas(sizes: dict, limit: int) -> dict:
+    """Per-label counts summing to `limit`, proportional to `sizes` (largest remainders round up),
+    at least one per label while the limit allows."""
+    total = sum(sizes.values())
+    exact = {label: limit * n / total for label, n in sizes.items()}
+    quotas = {label: min(sizes[label], max(1, int(share))) for label, share in exact.items()}
+    order = sorted(sizes, key=lambda label: exact[label] - int(exact[label]), reverse=True)
+    turn = 0
+    while sum(quotas.values()) < limit:  # limit < total, so some label always has room
+        label = order[turn % len(order)]
+        quotas[label] += quotas[label] < sizes[label]
+        turn += 1
+    while sum(quotas.values()) > limit:  # the one-per-label floor can overshoot with many small labels
+        quotas[max(quotas, key=lambda label: quotas[label])] -= 1
+    return quotas
 
 
 @dataclass(frozen=True)
