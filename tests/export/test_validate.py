@@ -134,3 +134,14 @@ def test_tolerance_table_matches_the_issue_with_the_measured_fp16_change():
         "top-1 agreement 0.980 < 0.99",
         "accuracy drop 2.00 points > 1",
     ]
+
+
+def test_images_with_labels_the_model_lacks_are_a_clear_error_and_change_nothing(export_dir, photos_dir, tmp_path):
+    for label in ("cat", "hot_dog"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        shutil.copy(next((photos_dir / "val" / "cat").glob("*.jpg")), tmp_path / "data" / label / f"{label}.jpg")
+    copy = shutil.copytree(export_dir, tmp_path / "copy")
+    before = (copy / "manifest.json").read_text()
+    with pytest.raises(PocketMLError, match=r"labels \['hot_dog'\] that the model does not know.*\['cat', 'coffee'\]"):
+        validate(copy, images=tmp_path / "data")
+    assert (copy / "manifest.json").read_text() == before
