@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from export.predictor import META_SPEC, check_images, spec_from_metadata
+from export.registry import Converted
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
 
 FORMAT = "coreml"
 SUFFIX = ".mlpackage"
-PRECISIONS = ("fp32", "fp16", "int8-weights", "palettized-6bit")
+PRECISIONS = ("fp32", "fp16", "int8-weights", "palettized-6bit", "compressed")
 NEEDS_CALIBRATION: frozenset[str] = frozenset()
 PLATFORM = "ios"
 TITLE = "iOS (Core ML)"
@@ -64,14 +65,19 @@ def convert(
     out_path: Path,
     calibration: np.ndarray | None,
     minimum_deployment_target: str = DEFAULT_TARGET,
-) -> list[str]:
+    judge=None,
+) -> list[str] | Converted:
     """Write `model` as an .mlpackage of `precision` to `out_path`; returns notes for the user.
 
-    `calibration` is unused: Core ML's weight compression needs no activation statistics.
+    Weight compression needs no activation statistics; `calibration` only ranks the ops whose
+    compression costs most, for `compressed`: the first rung of export/quantization/coreml.py's ladder
+    within budget (`judge`) and at most 30 % of the fp32 package's size.
     """
     if precision not in PRECISIONS:
         raise PocketMLError(f"unknown Core ML precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
     target = deployment_target(minimum_deployment_target)
+    if precision == "compressed":
+        return _compressed(model, spec, Path(out_path), calibration, target, minimum_deployment_target, judge)
     mlmodel = ml_program(model, spec, compute_precision(precision), target)
     notes: list[str] = []
     if precision == "int8-weights":
@@ -89,6 +95,47 @@ def convert(
     set_metadata(mlmodel, spec, precision, minimum_deployment_target)
     mlmodel.save(str(out_path))
     return notes
+
+
+def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, target_name: str, judge) -> Converted:
+    import tempfile
+
+    from export.quantization import coreml as ladder
+    from export.quantization.search import place, run_ladder
+    from pocketml.fsutil import tree_bytes
+
+    def save(mlmodel, path: Path) -> None:
+        set_metadata(mlmodel, spec, "compressed", target_name)
+        mlmodel.save(str(path))
+
+    if judge is None:
+        raise PocketMLError("coreml compressed is chosen by judging candidates; it needs evaluation images "
+                            "(validate on, with --calibration or --images)")
+    with tempfile.TemporaryDirectory(prefix="pocketml-coreml-ladder-") as work:
+        work = Path(work)
+        fp32_path, fp16_path = work / "fp32.mlpackage", work / "fp16.mlpackage"
+        ml_program(model, spec, compute_precision("fp32"), target).save(str(fp32_path))
+        fp16 = ml_program(model, spec, compute_precision("fp16"), target)
+        save(fp16, fp16_path)
+        facts: dict = {}
+        images = calibration if calibration is not None and len(calibration) else None
+        rungs = ladder.candidates(fp16, fp16_path, images, save, facts)
+        fp32_bytes = tree_bytes(fp32_path)
+        outcome = run_ladder(sys.modules[__name__], "compressed", rungs, judge, work,
+                             precheck=ladder.size_precheck(fp32_bytes))
+        if outcome.path is None:
+            raise PocketMLError("no rung of the coreml compressed ladder was within 30 % of fp32's size: "
+                                + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
+        rank = facts.pop("rank")
+        if images is not None:
+            rank()  # the export names the ops whose compression costs most even when an early rung passes
+        place(outcome.path, out_path)
+    chosen = outcome.chosen
+    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    notes = [f"coreml compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
+             f"{chosen.step}, {chosen.bytes / fp32_bytes:.3f} of fp32's {fp32_bytes / 1e6:.2f} MB"]
+    return Converted(notes, outcome.details(facts.pop("sensitivity", []), fp32_bytes=fp32_bytes,
+                                            size_goal=ladder.SIZE_GOAL, **facts))
 
 
 def deployment_target(name: str):

@@ -9,6 +9,7 @@ model's `metadata_props`, so a file on its own says what it expects and what its
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from export.predictor import META_SPEC, check_images, spec_from_metadata
+from export.registry import Converted
 from pocketml.errors import PocketMLError
 from pocketml.spec import ModelSpec
 
@@ -68,10 +70,13 @@ def convert(
     out_path: Path,
     calibration: np.ndarray | None,
     opset: int = OPSET,
-) -> list[str]:
-    """Write `model` as an ONNX file of `precision` to `out_path`; returns notes for the user."""
-    import onnx
+    judge=None,
+) -> list[str] | Converted:
+    """Write `model` as an ONNX file of `precision` to `out_path`; returns notes for the user.
 
+    int8 with a `judge` (export.judge.Judge) runs the recovery ladder (export/quantization/onnx.py)
+    and keeps its first rung within budget; without one it writes the ladder's first rung.
+    """
     if precision not in PRECISIONS:
         raise PocketMLError(f"unknown ONNX precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
     if opset not in OPSETS:
@@ -80,25 +85,60 @@ def convert(
         )
     if precision in NEEDS_CALIBRATION:
         calibration = calibration_images(calibration, spec)  # before the slow conversion, not after
+        return _static_int8(model, spec, precision, Path(out_path), calibration, opset, judge)
     fp32 = float32_model(model, spec, opset)
     notes: list[str] = []
     if precision == "fp32":
         proto = folded(fp32)
     elif precision == "fp16":
         proto = float16_model(folded(fp32))
-    elif precision == "int8-dynamic":
+    else:
         proto = dynamic_int8_model(fp32)
         notes.append(DYNAMIC_INT8_NOTE)
-    else:
-        proto = static_int8_model(fp32, calibration)
-        notes.append(
-            f"onnx int8: static QDQ calibrated on {len(calibration)} images (per-channel, reduce_range)"
-        )
+    Path(out_path).write_bytes(finished(proto, spec, precision))
+    return notes
+
+
+def finished(proto, spec: ModelSpec, precision: str) -> bytes:
+    """The file's bytes: only the opsets used, pocketml's metadata, checked by onnx.checker."""
+    import onnx
+
     drop_unused_opsets(proto)
     add_metadata(proto, spec, precision)
     onnx.checker.check_model(proto)
-    Path(out_path).write_bytes(proto.SerializeToString())
-    return notes
+    return proto.SerializeToString()
+
+
+def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray, opset: int, judge):
+    import tempfile
+
+    from export.quantization import onnx as ladder
+    from export.quantization.search import place, run_ladder
+
+    finish = lambda proto: finished(proto, spec, precision)  # noqa: E731
+    facts: dict = {}
+    rungs = ladder.candidates(model, spec, opset, calibration, finish, facts)
+    cpu = "reduce_range (7-bit weights)" if ladder.cpu_settings()["reduce_range"] else "8-bit weights"
+    base = f"onnx int8: static QDQ U8S8 per-channel, {cpu} for this CPU, calibrated on {len(calibration)} images"
+    if judge is None:
+        rung = next(rungs)
+        built = rung.build(out_path)
+        facts.pop("rank")
+        return Converted([base + "; weights bias-corrected"], {"integer_only": built.integer_only,
+                                                               "float_ops": built.float_ops, "recipe": rung.settings, **facts})
+    with tempfile.TemporaryDirectory(prefix="pocketml-onnx-ladder-") as work:
+        outcome = run_ladder(sys.modules[__name__], precision, rungs, judge, Path(work))
+        if outcome.path is None:
+            raise PocketMLError("every rung of the onnx int8 ladder failed: "
+                                + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
+        facts.pop("rank")()  # the export names the costliest tensors even when the first rung passes
+        place(outcome.path, out_path)
+    chosen = outcome.chosen
+    kind = "integer-only (softmax float)" if outcome.built.integer_only else f"{len(outcome.built.float_ops)} ops float"
+    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    notes = [base, *outcome.built.notes,
+             f"onnx int8: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: {chosen.step} ({kind})"]
+    return Converted(notes, outcome.details(facts.pop("sensitivity", []), **facts))
 
 
 def float32_model(model, spec: ModelSpec, opset: int = OPSET):
@@ -190,8 +230,13 @@ def dynamic_int8_model(fp32):
         return onnx.load(str(dst))
 
 
-def static_int8_model(fp32, images: np.ndarray):
-    """A QDQ int8 model whose activation ranges come from `images` (uint8 or float32, RGB 0..255)."""
+def static_int8_model(fp32, images: np.ndarray, reduce_range: bool = False, activation_bits: int = 8):
+    """A QDQ model whose activation ranges come from `images` (uint8 or float32, RGB 0..255): uint8
+    activations (uint16 with activation_bits=16, as com.microsoft QDQ ops), int8 per-channel weights.
+
+    reduce_range (7-bit weights) is for x86 CPUs without VNNI, where 8-bit u8 x s8 pair sums saturate;
+    export/quantization/onnx.py chooses it per CPU and measures what each costs.
+    """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -208,21 +253,27 @@ def static_int8_model(fp32, images: np.ndarray):
             dst,
             calibration_data_reader=ImageCalibrationReader(prepared_proto.graph.input[0].name, images),
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QUInt16 if activation_bits == 16 else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            # x86 runs u8*s8 products with VPMADDUBSW, which saturates int16 pairs on CPUs without
-            # VNNI: full 8-bit per-channel weights flipped 2 of 16 predictions on AVX2. 7-bit weights
-            # (reduce_range) cannot saturate, so one file is right and fast on every x86 host.
-            # Measured here (AVX-512 VNNI), fitted-head MobileNetV2, 50 real photos: agreement with
-            # Keras 0.94-0.96 with reduce_range, 0.96 without, 0.94-0.98 with u8u8 weights (the
-            # spread is the calibration subset); but u8u8 ran 5x slower than fp32 (no VNNI kernel)
-            # while u8s8 ran 2x faster, so reduce_range is the default.
-            reduce_range=True,
+            reduce_range=reduce_range,
             # The final softmax stays float: quantised probabilities would be rounded to 1/255 steps.
             nodes_to_exclude=[node.name for node in prepared_proto.graph.node if node.op_type == "Softmax"],
+            extra_options={"UseQDQContribOps": activation_bits == 16},
         )
         return onnx.load(str(dst))
+
+
+def session_outputs(proto, images: np.ndarray) -> np.ndarray:
+    """`proto`'s first output on `images`, run in memory by onnxruntime's CPU provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = images.astype(np.float32)
+    return np.concatenate([session.run(None, {name: x[i : i + PREDICT_BATCH]})[0] for i in range(0, len(x), PREDICT_BATCH)])
 
 
 def calibration_images(calibration: np.ndarray | None, spec: ModelSpec) -> np.ndarray:

@@ -4,12 +4,14 @@ with uint8 input/output, each carrying standard classifier metadata and its labe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from export.predictor import check_images
+from export.registry import Converted
 from export.tflite_metadata import ClassifierInfo, populate
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_bytes
@@ -70,22 +72,45 @@ def _representative(calibration: np.ndarray):
 def _converter(model: Any, spec: ModelSpec, precision: str, calibration: np.ndarray | None):
     import tensorflow as tf
 
+    if precision in NEEDS_CALIBRATION:
+        return int8_converter(model, spec, calibration, uint8_io=precision == "int8-uint8io")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_function(model, spec)])
     if precision == "fp32":
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
-    elif precision in NEEDS_CALIBRATION:
-        if calibration is None or len(calibration) == 0:
-            raise PocketMLError(f"tflite {precision} needs calibration images; pass --calibration DIR")
-        converter.representative_dataset = _representative(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if precision == "int8-uint8io":
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.uint8
     elif precision != "int8-dynamic":
         raise PocketMLError(f"tflite has no precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    return converter
+
+
+def int8_converter(
+    model: Any,
+    spec: ModelSpec,
+    calibration: np.ndarray | None,
+    uint8_io: bool = False,
+    fallback: bool = False,
+    int16_activations: bool = False,
+):
+    """A full-integer converter calibrated (MinMax) on `calibration`: int8 per-channel weights, int8
+    activations (int16 with `int16_activations`), float or uint8 I/O. `fallback` lets layers that a
+    debugger denylists stay float; without it every op must be integer or conversion fails."""
+    import tensorflow as tf
+
+    if calibration is None or len(calibration) == 0:
+        raise PocketMLError("tflite int8 needs calibration images; pass --calibration DIR")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_function(model, spec)])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(calibration)
+    ops = tf.lite.OpsSet
+    if int16_activations:
+        converter.target_spec.supported_ops = [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    else:
+        converter.target_spec.supported_ops = [ops.TFLITE_BUILTINS_INT8] + ([ops.TFLITE_BUILTINS] if fallback else [])
+    if uint8_io:
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
     return converter
 
 
@@ -100,14 +125,74 @@ def _info(spec: ModelSpec, precision: str) -> ClassifierInfo:
     return ClassifierInfo("pocketml classifier", description, version, spec.labels, precision == "int8-uint8io")
 
 
-def convert(model: Any, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray | None) -> list[str]:
-    """Write `model` as a .tflite of `precision` to `out_path`; returns notes for the user."""
+def convert(
+    model: Any,
+    spec: ModelSpec,
+    precision: str,
+    out_path: Path,
+    calibration: np.ndarray | None,
+    judge: Any = None,
+) -> list[str] | Converted:
+    """Write `model` as a .tflite of `precision` to `out_path`; returns notes for the user.
+
+    int8 with a `judge` (export.judge.Judge) runs the recovery ladder (export/quantization/tflite.py)
+    and keeps its first rung within budget. Without one, and for int8-uint8io (the strict integer-only
+    file accelerators need), the file is the ladder's first rung: full integer, bias-corrected weights.
+    """
+    if precision in NEEDS_CALIBRATION:
+        return _integer(model, spec, precision, Path(out_path), calibration, judge)
     tflite = _converter(model, spec, precision, calibration).convert()
     atomic_write_bytes(out_path, populate(tflite, _info(spec, precision)))
-    notes = [NOTES[precision]] if precision in NOTES else []
-    if precision in NEEDS_CALIBRATION and calibration is not None:
-        notes.append(f"calibrated on {len(calibration)} images")
-    return notes
+    return [NOTES[precision]] if precision in NOTES else []
+
+
+def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Converted:
+    import tempfile
+
+    from export.quantization import tflite as ladder
+    from export.quantization.search import place, run_ladder
+
+    if calibration is None or len(calibration) == 0:
+        raise PocketMLError(f"tflite {precision} needs calibration images; pass --calibration DIR")
+    finish = lambda content: populate(content, _info(spec, precision))  # noqa: E731
+    facts: dict = {}
+    if precision == "int8" and judge is not None:
+        with tempfile.TemporaryDirectory(prefix="pocketml-tflite-ladder-") as work:
+            outcome = run_ladder(sys.modules[__name__], precision, ladder.candidates(model, spec, calibration, finish, facts),
+                                 judge, Path(work))
+            if outcome.path is None:
+                raise PocketMLError("every rung of the tflite int8 ladder failed to convert: "
+                                    + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
+            place(outcome.path, out_path)
+        facts.pop("rank")()
+        details = outcome.details(facts.pop("sensitivity", []), **facts)
+        notes = [NOTES[precision], *outcome.built.notes, _ladder_note(outcome)]
+        return Converted([n for n in notes if n], details)
+    rung = next(ladder.candidates(model, spec, calibration, finish, facts))
+    built = rung.build(out_path) if precision == "int8" else _strict(model, spec, calibration, out_path, finish, facts)
+    details = {"integer_only": built.integer_only, "float_ops": built.float_ops, "recipe": rung.settings, **facts}
+    notes = [NOTES[precision], f"calibrated on {len(calibration)} images; weights bias-corrected for int8 rounding"]
+    if precision == "int8-uint8io":
+        notes.append("strict integer-only (NPU / DSP / Edge TPU); if its verdict fails, prefer int8 on CPU")
+    return Converted(notes, details)
+
+
+def _strict(model, spec, calibration, out_path: Path, finish, facts: dict):
+    from export.quantization.equalize import bias_corrected
+    from export.quantization.search import Built
+
+    corrected, correction = bias_corrected(model, calibration, qmax=127)
+    facts["bias_correction"] = correction.to_dict()
+    atomic_write_bytes(out_path, finish(int8_converter(corrected, spec, calibration, uint8_io=True).convert()))
+    return Built(integer_only=True)
+
+
+def _ladder_note(outcome) -> str:
+    chosen = outcome.chosen
+    kind = "integer-only" if outcome.built.integer_only else f"{len(outcome.built.float_ops)} ops kept float"
+    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    return (f"tflite int8: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, "
+            f"{verdict}: {chosen.step} ({kind})")
 
 
 class TFLitePredictor:

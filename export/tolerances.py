@@ -41,6 +41,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "int8-uint8io": _QUANTISED,
     "int8-weights": _QUANTISED,
     "palettized-6bit": _QUANTISED,
+    "compressed": _QUANTISED,
 }
 assert set(TOLERANCES) == set(PRECISIONS), "every precision needs a tolerance"
 

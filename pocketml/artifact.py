@@ -31,6 +31,7 @@ PRECISIONS = (
     "int8-uint8io",  # full integer, uint8 input and output tensors (TFLite)
     "int8-weights",  # weights int8, compute in float (Core ML linear weight quantisation)
     "palettized-6bit",  # 6-bit lookup-table weights (Core ML palettisation)
+    "compressed",  # Core ML weights compressed by the search: the first rung within budget and <= 30 % of fp32
 )
 
 # Artifact.status values
@@ -107,6 +108,16 @@ class Artifact:
     @property
     def name(self) -> str:
         return f"{self.format}-{self.precision}"
+
+    @property
+    def integer_only(self) -> bool | None:
+        """Every op runs in integers (what an NPU / DSP / Edge TPU needs); None when not quantised."""
+        return self.details.get("integer_only")
+
+    @property
+    def float_ops(self) -> list[str]:
+        """Ops a quantised file keeps in float (it then runs on CPU/GPU only), from its export."""
+        return list(self.details.get("float_ops") or [])
 
     @property
     def passed(self) -> bool:

@@ -1,0 +1,200 @@
+"""The recovery ladder, the same for every format: try candidate files in a fixed order, judge each on
+the held-out evaluation images (export.judge.Judge: never the calibration images), stop at the first
+within budget, and record every step tried with its figures, so a user sees why the file is what it is.
+
+The order is fixed before anything is judged (cheapest, most integer first), so the search is a
+bounded walk down a ladder, not a hunt over the evaluation set: at most MAX_STEPS candidates and
+MAX_SECONDS of search per file. When no rung passes, the closest one (fewest flips, then the
+smallest accuracy drop) is kept and its verdict says it failed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from pocketml.artifact import PASSED, Parity
+from pocketml.fsutil import tree_bytes
+
+MAX_STEPS = 8  # candidates judged at most per file: each costs a conversion and an evaluation
+MAX_SECONDS = 240.0  # search time per file; a step that starts after it is recorded as not tried
+TIMED_RUNS = 40  # batch-1 calls timed per candidate (after WARMUP_RUNS): enough for a stable median
+WARMUP_RUNS = 5
+TIMED_SECONDS = 0.5  # ...or fewer calls when a slow candidate has used this long
+
+
+@dataclass
+class Built:
+    """What building a candidate file says about it, besides the file itself."""
+
+    integer_only: bool | None  # every op runs in integers (NPU / DSP / Edge TPU); None: weights only compressed
+    float_ops: list[str] = field(default_factory=list)  # ops kept in float, by name
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Candidate:
+    """One rung of a ladder: a name, the settings that make it, and how to write it to a path."""
+
+    step: str  # e.g. "minmax", "bias-corrected", "float 2", "int16x8"
+    settings: dict
+    build: Callable[[Path], Built]
+
+
+@dataclass
+class Step:
+    """A rung as tried: the judge's figures, speed at one thread, size, and the time it took."""
+
+    step: str
+    settings: dict
+    status: str  # passed | failed | error | not tried
+    reason: str | None = None
+    top1_agreement: float | None = None
+    flips: int | None = None
+    images: int | None = None
+    agreement_low: float | None = None  # 95 % interval of the agreement (Wilson)
+    accuracy_drop_points: float | None = None
+    max_abs_diff: float | None = None
+    latency_ms_1_thread: float | None = None  # p50, batch 1
+    bytes: int | None = None
+    integer_only: bool | None = None
+    float_ops: list[str] = field(default_factory=list)
+    seconds: float | None = None  # building + judging + timing this rung
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["float_ops_count"] = len(self.float_ops)
+        data["float_ops"] = self.float_ops[:20]  # the manifest stays readable; the count says how many
+        return data
+
+
+@dataclass
+class Outcome:
+    """The rung a search settled on (its file at `path`) and the whole ladder."""
+
+    chosen: Step | None
+    path: Path | None
+    steps: list[Step]
+    built: Built | None
+    seconds: float
+
+    def details(self, sensitivity: list[dict] | None = None, **extra: Any) -> dict:
+        """The manifest's record of the search: what the file is, every step, the worst layers."""
+        chosen = self.chosen
+        return {
+            "search": {
+                "chosen": chosen.step if chosen else None,
+                "passed": bool(chosen and chosen.status == PASSED),
+                "seconds": round(self.seconds, 2),
+                "budget": "top-1 agreement >= 0.99 and accuracy drop <= 1 point on the held-out evaluation images",
+                "ladder": [s.to_dict() for s in self.steps],
+            },
+            "integer_only": self.built.integer_only if self.built else None,
+            "float_ops": self.built.float_ops if self.built else [],
+            "sensitivity": sensitivity or [],
+            **extra,
+        }
+
+
+def latency_ms(module: ModuleType, path: Path, image: np.ndarray) -> float | None:
+    """p50 of batch-1 calls at one thread, set up by the format's own Predictor (None: not timeable here)."""
+    if module.latency_unavailable() is not None:
+        return None
+    call = module.load(path, threads=1).invoker(image[None])
+    for _ in range(WARMUP_RUNS):
+        call()
+    samples = []
+    started = time.perf_counter()
+    while len(samples) < TIMED_RUNS and (len(samples) < 5 or time.perf_counter() - started < TIMED_SECONDS):
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(samples)), 4)
+
+
+def _closeness(step: Step) -> tuple:
+    """Sort key: the rung closest to passing (fewest flips, smallest drop, then fastest)."""
+    drop = step.accuracy_drop_points if step.accuracy_drop_points is not None else 0.0
+    return (step.flips if step.flips is not None else 1 << 30, drop, step.latency_ms_1_thread or 0.0)
+
+
+def run_ladder(
+    module: ModuleType,
+    precision: str,
+    candidates: Iterable[Candidate],
+    judge: Any,
+    work_dir: Path,
+    max_steps: int = MAX_STEPS,
+    max_seconds: float = MAX_SECONDS,
+    precheck: Callable[[Step], str | None] | None = None,
+) -> Outcome:
+    """Walk `candidates` (built lazily, in order) until one passes `judge` for `precision`.
+
+    `precheck` adds a format's own condition, checked on the built file before it is judged (Core ML's
+    size goal): it returns why the rung is not taken, or None. Every candidate's file is written under
+    `work_dir`.
+    """
+    started = time.perf_counter()
+    steps: list[Step] = []
+    tried: list[tuple[Step, Path, Built]] = []
+    iterator: Iterator[Candidate] = iter(candidates)
+    for index, candidate in enumerate(iterator):
+        if index >= max_steps or time.perf_counter() - started > max_seconds:
+            limit = f"{max_steps} steps" if index >= max_steps else f"{max_seconds:g} s"
+            steps.append(Step(candidate.step, candidate.settings, "not tried", f"search bounded at {limit}"))
+            steps.extend(Step(c.step, c.settings, "not tried", f"search bounded at {limit}") for c in iterator)
+            break
+        step, path, built = _try(module, precision, candidate, judge, work_dir / f"step{index}{module.SUFFIX}", precheck)
+        steps.append(step)
+        if built is not None:
+            tried.append((step, path, built))
+        if step.status == PASSED:
+            return Outcome(step, path, steps, built, time.perf_counter() - started)
+    if not tried:
+        return Outcome(None, None, steps, None, time.perf_counter() - started)
+    step, path, built = min(tried, key=lambda item: _closeness(item[0]))
+    return Outcome(step, path, steps, built, time.perf_counter() - started)
+
+
+def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Path, Built | None]:
+    start = time.perf_counter()
+    step = Step(candidate.step, dict(candidate.settings), "error")
+    try:
+        built = candidate.build(path)
+        step.bytes = tree_bytes(path)
+        why = precheck(step) if precheck is not None else None
+        if why:
+            step.status, step.reason = "failed", f"not judged: {why}"
+            step.seconds = round(time.perf_counter() - start, 2)
+            return step, path, None
+        probs = module.load(path).predict(judge.images)
+    except Exception as exc:  # a rung whose converter or runtime fails is recorded; the next rung goes on
+        step.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        step.seconds = round(time.perf_counter() - start, 2)
+        return step, path, None
+    parity: Parity = judge.parity(precision, probs)
+    step.status, step.reason = parity.status, parity.reason
+    step.top1_agreement, step.flips, step.images = parity.top1_agreement, parity.flips, parity.images
+    step.agreement_low, step.max_abs_diff = parity.agreement_low, parity.max_abs_diff
+    step.accuracy_drop_points = parity.accuracy_drop_points
+    step.integer_only, step.float_ops = built.integer_only, list(built.float_ops)
+    step.latency_ms_1_thread = latency_ms(module, path, judge.images[0])
+    step.seconds = round(time.perf_counter() - start, 2)
+    return step, path, built
+
+
+def place(path: Path, out_path: Path) -> None:
+    """Move the chosen candidate's file (or package directory) to `out_path`, replacing what is there."""
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        shutil.rmtree(out_path)
+    elif out_path.exists():
+        out_path.unlink()
+    shutil.move(str(path), str(out_path))
