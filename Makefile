@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # img2dataset and imagededup pull in torch, and coremltools crashes on import when torch
-# sits in the same environment, so the comparison tools live in their own venv.
+# sits in the same environment, so the comparison tools live in their own venv. NNCF (the
+# quantisation anchor of benchmarks/quantization_bench.py) needs no torch but pins numpy/scipy
+# ranges of its own, so it lives there too.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
@@ -32,6 +34,7 @@ $(BENCH_STAMP): Makefile
 	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q 'img2dataset>=1.45,<2' 'imagededup>=0.3.2,<0.4'
+	$(BENCH_VENV)/bin/python -m pip install -q 'nncf>=3.4,<3.5' 'onnx>=1.17,<1.24' 'onnxruntime>=1.20,<1.33'
 	touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)

@@ -108,9 +108,6 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
         set_metadata(mlmodel, spec, "compressed", target_name)
         mlmodel.save(str(path))
 
-    if judge is None:
-        raise PocketMLError("coreml compressed is chosen by judging candidates; it needs evaluation images "
-                            "(validate on, with --calibration or --images)")
     with tempfile.TemporaryDirectory(prefix="pocketml-coreml-ladder-") as work:
         work = Path(work)
         fp32_path, fp16_path = work / "fp32.mlpackage", work / "fp16.mlpackage"
@@ -121,6 +118,8 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
         images = calibration if calibration is not None and len(calibration) else None
         rungs = ladder.candidates(fp16, fp16_path, images, save, facts)
         fp32_bytes = tree_bytes(fp32_path)
+        if judge is None:
+            return _smallest_unjudged(rungs, ladder.size_precheck(fp32_bytes), out_path, work, fp32_bytes, facts)
         outcome = run_ladder(sys.modules[__name__], "compressed", rungs, judge, work,
                              precheck=ladder.size_precheck(fp32_bytes))
         if outcome.path is None:
@@ -136,6 +135,28 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
              f"{chosen.step}, {chosen.bytes / fp32_bytes:.3f} of fp32's {fp32_bytes / 1e6:.2f} MB"]
     return Converted(notes, outcome.details(facts.pop("sensitivity", []), fp32_bytes=fp32_bytes,
                                             size_goal=ladder.SIZE_GOAL, **facts))
+
+
+def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: int, facts: dict) -> Converted:
+    """Without evaluation images nothing can be judged: the first rung within the size goal is kept."""
+    from export.quantization.search import Step, place
+    from pocketml.fsutil import tree_bytes
+
+    facts.pop("rank", None)
+    tried = []
+    for index, rung in enumerate(rungs):
+        path = work / f"unjudged{index}{SUFFIX}"
+        built = rung.build(path)
+        step = Step(rung.step, dict(rung.settings), "not judged", bytes=tree_bytes(path))
+        why = precheck(step)
+        tried.append(f"{rung.step}: {why or 'within the size goal'}")
+        if why is None:
+            place(path, out_path)
+            note = (f"coreml compressed: {rung.step}, {step.bytes / fp32_bytes:.3f} of fp32's size; not judged "
+                    "(no evaluation images), so no rung's accuracy was checked")
+            return Converted([note], {"integer_only": built.integer_only, "float_ops": built.float_ops,
+                                      "recipe": step.settings, "tried": tried, "fp32_bytes": fp32_bytes, **facts})
+    raise PocketMLError("no coreml compressed rung is within 30 % of fp32's size: " + "; ".join(tried))
 
 
 def deployment_target(name: str):

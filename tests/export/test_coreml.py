@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export.registry import Converted
 from pocketml.dataset import load_images, read_records
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.fsutil import atomic_output, tree_bytes
@@ -34,8 +35,8 @@ def packages(tmp_path_factory, keras_model, spec: ModelSpec) -> dict[str, tuple[
     for precision in xc.PRECISIONS:
         path = out_dir / f"model-{precision}.mlpackage"
         with atomic_output(path) as tmp:
-            notes = xc.convert(keras_model, spec, precision, tmp, None)
-        result[precision] = (path, notes)
+            converted = xc.convert(keras_model, spec, precision, tmp, None)
+        result[precision] = (path, converted.notes if isinstance(converted, Converted) else converted)
     return result
 
 
@@ -170,7 +171,7 @@ def test_bad_options_are_user_errors(tmp_path: Path, keras_model, spec: ModelSpe
         xc.convert(
             keras_model, spec, "fp32", tmp_path / "m.mlpackage", None, minimum_deployment_target="iOS12"
         )
-    with pytest.raises(PocketMLError, match="accepted: fp32, fp16, int8-weights, palettized-6bit"):
+    with pytest.raises(PocketMLError, match="accepted: fp32, fp16, int8-weights, palettized-6bit, compressed"):
         xc.convert(keras_model, spec, "int4", tmp_path / "m.mlpackage", None)
     with pytest.raises(PocketMLError, match="not an .mlpackage"):
         xc.read_spec(tmp_path)

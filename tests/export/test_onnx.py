@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export.registry import Converted
 from pocketml.dataset import load_images, read_records
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output
@@ -52,8 +53,8 @@ def exported(tmp_path_factory, keras_model, spec: ModelSpec, calibration: np.nda
     for precision in xo.PRECISIONS:
         path = out_dir / f"model-{precision}.onnx"
         with atomic_output(path) as tmp:
-            notes = xo.convert(keras_model, spec, precision, tmp, calibration)
-        files[precision] = (path, notes)
+            result = xo.convert(keras_model, spec, precision, tmp, calibration)
+        files[precision] = (path, result.notes if isinstance(result, Converted) else result)
     return files
 
 
