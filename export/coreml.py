@@ -101,7 +101,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
     import tempfile
 
     from export.quantization import coreml as ladder
-    from export.quantization.search import place, run_ladder
+    from export.quantization.search import place, run_ladder, worst_note
     from pocketml.fsutil import tree_bytes
 
     def save(mlmodel, path: Path) -> None:
@@ -116,7 +116,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
         save(fp16, fp16_path)
         facts: dict = {}
         images = calibration if calibration is not None and len(calibration) else None
-        rungs = ladder.candidates(fp16, fp16_path, images, save, facts)
+        rungs = ladder.candidates(fp16, fp16_path, images, save, facts, grouped=TARGETS.index(target_name) >= TARGETS.index("iOS18"))
         fp32_bytes = tree_bytes(fp32_path)
         if judge is None:
             return _smallest_unjudged(rungs, ladder.size_precheck(fp32_bytes), out_path, work, fp32_bytes, facts)
@@ -133,8 +133,9 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
     notes = [f"coreml compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
              f"{chosen.step}, {chosen.bytes / fp32_bytes:.3f} of fp32's {fp32_bytes / 1e6:.2f} MB"]
-    return Converted(notes, outcome.details(facts.pop("sensitivity", []), fp32_bytes=fp32_bytes,
-                                            size_goal=ladder.SIZE_GOAL, **facts))
+    details = outcome.details(facts.pop("sensitivity", []), fp32_bytes=fp32_bytes, size_goal=ladder.SIZE_GOAL, **facts)
+    notes.append(worst_note("coreml compressed", details["sensitivity"]))
+    return Converted([n for n in notes if n], details)
 
 
 def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: int, facts: dict) -> Converted:

@@ -113,7 +113,7 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
     import tempfile
 
     from export.quantization import onnx as ladder
-    from export.quantization.search import place, run_ladder
+    from export.quantization.search import place, run_ladder, worst_note
 
     finish = lambda proto: finished(proto, spec, precision)  # noqa: E731
     facts: dict = {}
@@ -138,7 +138,9 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
     notes = [base, *outcome.built.notes,
              f"onnx int8: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: {chosen.step} ({kind})"]
-    return Converted(notes, outcome.details(facts.pop("sensitivity", []), **facts))
+    details = outcome.details(facts.pop("sensitivity", []), **facts)
+    notes.append(worst_note("onnx int8", details["sensitivity"]))
+    return Converted([n for n in notes if n], details)
 
 
 def float32_model(model, spec: ModelSpec, opset: int = OPSET):

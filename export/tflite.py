@@ -150,7 +150,7 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
     import tempfile
 
     from export.quantization import tflite as ladder
-    from export.quantization.search import place, run_ladder
+    from export.quantization.search import place, run_ladder, worst_note
 
     if calibration is None or len(calibration) == 0:
         raise PocketMLError(f"tflite {precision} needs calibration images; pass --calibration DIR")
@@ -166,9 +166,11 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
             place(outcome.path, out_path)
         facts.pop("rank")()
         details = outcome.details(facts.pop("sensitivity", []), **facts)
-        notes = [NOTES[precision], *outcome.built.notes, _ladder_note(outcome)]
+        notes = [NOTES[precision], *outcome.built.notes, _ladder_note(outcome),
+                 worst_note("tflite int8", details["sensitivity"])]
         return Converted([n for n in notes if n], details)
     rung = next(ladder.candidates(model, spec, calibration, finish, facts))
+    facts.pop("rank")  # no search, no ranking: the debugger's table comes with the ladder
     built = rung.build(out_path) if precision == "int8" else _strict(model, spec, calibration, out_path, finish, facts)
     details = {"integer_only": built.integer_only, "float_ops": built.float_ops, "recipe": rung.settings, **facts}
     notes = [NOTES[precision], f"calibrated on {len(calibration)} images; weights bias-corrected for int8 rounding"]

@@ -7,6 +7,9 @@ Measured (pocketml's reference executor, held-out images), fp32 = 1.0:
   many small tensors stay fp16, so 8 bits cannot reach 0.30), 8-bit palettisation 0 flips at 0.350,
   6-bit 0 flips at 0.292, 6-bit per-grouped-channel (16) 0 flips at 0.357 (channel counts of 24 and 56
   do not divide, those tensors stay fp16), 4-bit grouped 8 flips at 0.297.
+- the same backbone trained by `pocketml.train` (quantization_bench's hot-dog model) is more fragile:
+  6-bit 4 flips at 0.292; 6-bit with the 2 / 4 / 10 ops of largest own error at 8 bits 6 / 3 / 1 flips
+  at 0.300 / 0.303 / 0.310 of fp32's size; int8 weights 1 flip at 0.35. Grouped palettes need iOS18.
 - EfficientNet-Lite0 128 px (125 glyphs): int8 weights 0 flips at 0.264; 8-bit palettisation 1 flip
   at 0.262 (47 s of k-means); 6-bit 1 flip at 0.200.
 Sensitivity: each compressed op's own error, the relative error of its output minus that of its
@@ -121,10 +124,12 @@ def _relative(reference: Any, value: Any) -> float:
     return float(np.linalg.norm(b - a) / (np.linalg.norm(a) + 1e-12))
 
 
-def candidates(fp16: Any, fp16_path: Path, calibration: np.ndarray, save, facts: dict) -> Iterator[Candidate]:
+def candidates(fp16: Any, fp16_path: Path, calibration: np.ndarray | None, save, facts: dict,
+               grouped: bool = True) -> Iterator[Candidate]:
     """The Core ML compression ladder, built lazily. `fp16` is the fp16 ML program (saved at
     `fp16_path`); `save(mlmodel, path)` writes a package with pocketml's metadata; `calibration`
-    (None: the mixed rungs are left out) ranks the ops for the rungs that keep some at 8 bits."""
+    (None: the mixed rungs are left out) ranks the ops for the rungs that keep some at 8 bits;
+    `grouped` is False below iOS18, whose Core ML cannot read per-grouped-channel palettes."""
     state: dict = {}
 
     def write(mlmodel: Any, path: Path, kept: tuple = ()) -> Built:
@@ -157,12 +162,17 @@ def candidates(fp16: Any, fp16_path: Path, calibration: np.ndarray, save, facts:
     yield Candidate("int8-weights", {"weights": "int8 linear symmetric, per-channel"}, rung("linear", 8))
     yield Candidate("palettized 8-bit", {"weights": "8-bit k-means palette, per tensor"}, rung("palette", 8))
     yield Candidate("palettized 6-bit", {"weights": "6-bit k-means palette, per tensor"}, rung("palette", 6))
-    yield Candidate("palettized 6-bit grouped", {"weights": f"6-bit palettes per {GROUP_SIZE} output channels"},
-                    rung("palette", 6, "per_grouped_channel"))
+    if grouped:
+        yield Candidate("palettized 6-bit grouped", {"weights": f"6-bit palettes per {GROUP_SIZE} output channels"},
+                        rung("palette", 6, "per_grouped_channel"))
+    else:
+        facts["not_tried"] = "per-grouped-channel palettes: they need minimum_deployment_target iOS18 or later"
     if calibration is None:
         return  # the mixed rungs rank ops on calibration images, never on the evaluation images
     yield Candidate(f"palettized 6-bit, {KEPT_8BIT} ops 8-bit", {"weights": "6-bit per tensor",
                     "kept_8bit": f"the {KEPT_8BIT} ops with the largest own error"}, rung("palette", 6, mixed=True))
+    if not grouped:
+        return
     yield Candidate(f"palettized 4-bit grouped, {KEPT_8BIT} ops 8-bit",
                     {"weights": f"4-bit palettes per {GROUP_SIZE} output channels",
                      "kept_8bit": f"the {KEPT_8BIT} ops with the largest own error"},

@@ -103,6 +103,17 @@ class Outcome:
         }
 
 
+def worst_note(name: str, sensitivity: list[dict], count: int = 3) -> str | None:
+    """'tflite int8: worst layers block0_dw_relu_1/Relu6 (2.83), ...' from a sensitivity table."""
+    if not sensitivity:
+        return None
+    parts = []
+    for row in sensitivity[:count]:
+        label, value = list(row.values())[0], [v for v in row.values() if isinstance(v, float)]
+        parts.append(f"{label} ({value[0]:.3g})" if value else str(label))
+    return f"{name}: most sensitive: {', '.join(parts)}"
+
+
 def latency_ms(module: ModuleType, path: Path, image: np.ndarray) -> float | None:
     """p50 of batch-1 calls at one thread, set up by the format's own Predictor (None: not timeable here)."""
     if module.latency_unavailable() is not None:
