@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from acquisition import store
+from acquisition import hashing, store
 from pocketml.configs.acquire import VerifyConfig
 from pocketml.dataset import to_rgb
 
@@ -139,9 +139,9 @@ def _check_placeholder(image: Image.Image, config: VerifyConfig) -> None:
     if entropy < config.low_info_entropy:
         raise Rejected("placeholder", f"low information: grey-level entropy {entropy:.2f} bits < {config.low_info_entropy}")
     if config.placeholder_dhashes:
-        digest = dhash(image)
+        digest = hashing.dhash(image)
         for known in config.placeholder_dhashes:
-            if hamming(digest, known) <= config.placeholder_distance:
+            if hashing.hamming(digest, hashing.from_hex(known)) <= config.placeholder_distance:
                 raise Rejected("placeholder", f"matches known placeholder dHash {known}")
 
 
@@ -150,21 +150,6 @@ def grey_entropy(image: Image.Image) -> float:
     hist = image.convert("L").resize((64, 64), Image.Resampling.BILINEAR).histogram()
     total = sum(hist)
     return -sum(c / total * math.log2(c / total) for c in hist if c)
-
-
-def dhash(image: Image.Image) -> str:
-    """64-bit difference hash as 16 hex digits: survives re-encoding and resizing of the same picture."""
-    grey = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
-    px = list(grey.getdata())
-    bits = 0
-    for row in range(8):
-        for col in range(8):
-            bits = (bits << 1) | (px[row * 9 + col] > px[row * 9 + col + 1])
-    return f"{bits:016x}"
-
-
-def hamming(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
 def resized(image: Image.Image, max_side: int) -> Image.Image:

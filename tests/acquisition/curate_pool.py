@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from acquisition.curate import POOL_COLUMNS
+from acquisition.pool import POOL_COLUMNS
 
 
 def real_photos(hotdog_dir: Path, label: str, count: int, split: str = "train") -> list[Path]:
@@ -60,7 +60,7 @@ class Pool:
         return sha
 
     def write(self) -> Path:
-        columns = list(POOL_COLUMNS) + (["split"] if any("split" in r for r in self.rows) else [])
+        columns = list(POOL_COLUMNS)
         with open(self.root / "pool.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, columns)
             writer.writeheader()
