@@ -20,7 +20,7 @@ from acquisition import hashing
 from tests.photos import CLASSES, DISTRACTORS
 
 LABELS = tuple(CLASSES)  # ("cat", "coffee")
-SPLIT_COUNTS = {"train": 24, "val": 6}  # photos per label; ImageFolder sources read train and val
+SPLIT_COUNTS = {"train": 24, "val": 10}  # photos per label; ImageFolder sources read train and val
 MIN_DISTANCE = 16  # pHash bits between any two kept photos: above curation's group distance (10)
 
 
