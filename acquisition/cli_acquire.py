@@ -34,6 +34,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from acquisition.acquire import acquire
+
+    acquire(config_of(args), args.out)
+    return 0
+
+
+def config_of(args: argparse.Namespace):
+    """The AcquireConfig of CONFIG.toml with the command-line options laid over it."""
     from pocketml.config import from_mapping, load_toml
     from pocketml.configs.acquire import AcquireConfig
     from pocketml.errors import PocketMLError
@@ -61,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     table["download"], table["verify"] = download, verify
     if not table["sources"]:
         raise PocketMLError("no sources: give CONFIG.toml with [[acquire.sources]] or --urls/--folder/--imagenet-term")
-    acquire(from_mapping(AcquireConfig, table, "acquire"), args.out)
-    return 0
+    return from_mapping(AcquireConfig, table, "acquire")
 
 
 def quick_sources(args: argparse.Namespace) -> list[dict]:

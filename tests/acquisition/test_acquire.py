@@ -165,3 +165,81 @@ def test_bad_download_setting_names_key_and_accepted_values():
         from_mapping(AcquireConfig, {"verify": {"placeholder_dhashes": ["flickr"]}}, "acquire")
     with pytest.raises(PocketMLError, match=r"did you mean 'per_host'"):
         from_mapping(AcquireConfig, {"download": {"per_hots": 2}}, "acquire")
+
+
+def test_retry_failed_refetches_only_retryable_failures(server, tmp_path):
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text("".join(server.url(p) + "\n" for p in EXPECTED))
+    first = acquire(config_for(url_file, shard_size=7), tmp_path / "ds")
+    before = dict(server.hits)
+    config = config_for(url_file, shard_size=7)
+    config.retry_failed = True
+    again = acquire(config, tmp_path / "ds")
+    asked = {path for path, n in server.hits.items() if n > before.get(path, 0)}
+    # timeout, connection reset and a 503 are worth another try; a 404, HTML or a bomb never are.
+    assert asked == {"/drip", "/reset", "/busy-forever"}
+    assert again["this_run"]["retried_failed"] == 3 and again["this_run"]["processed"] == 3
+    assert again["by_status"] == first["by_status"]
+
+
+def test_a_hung_url_does_not_stretch_the_run_past_one_total_timeout(server, tmp_path):
+    # The hung URL comes first; 60 URLs of 0.2 s each keep 4 threads busy for ~3 s behind it.
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text(server.url("/drip") + "\n" + "".join(server.url(f"/slow/{i}") + "\n" for i in range(60)))
+    download = {**DOWNLOAD, "threads": 4, "per_host": 4, "total_timeout": 2.0, "late_retry_timeout": 1.0}
+    from pocketml.config import from_mapping
+
+    config = from_mapping(AcquireConfig, {"sources": [{"type": "urls", "path": str(url_file), "label": "x"}],
+                                          "shard_size": 100, "workers": 1, "download": download}, "acquire")
+    summary = acquire(config, tmp_path / "ds")
+    assert summary["by_status"]["timeout"] == 1
+    assert server.hits["/drip"] == 2  # its first attempt, then one late retry behind the other items
+    run = summary["this_run"]
+    assert run["busy_s"] >= 2.5 and run["tail_s"] <= download["total_timeout"] + 0.5, run
+    with sqlite3.connect(tmp_path / "ds" / "state.sqlite") as db:
+        (attempts,) = db.execute("SELECT attempts FROM urls WHERE url LIKE '%/drip'").fetchone()
+    assert attempts == 2
+
+
+def test_late_retry_is_dropped_when_it_would_outlast_the_tail_window(server, tmp_path):
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text(server.url("/drip") + "\n")  # alone: the queue is drained when its first attempt starts
+    download = {**DOWNLOAD, "total_timeout": 1.0, "late_retry_timeout": 5.0}
+    from pocketml.config import from_mapping
+
+    config = from_mapping(AcquireConfig, {"sources": [{"type": "urls", "path": str(url_file), "label": "x"}],
+                                          "workers": 1, "download": download}, "acquire")
+    start = time.monotonic()
+    summary = acquire(config, tmp_path / "ds")
+    assert summary["by_status"] == {"timeout": 1} and server.hits["/drip"] == 1
+    assert time.monotonic() - start < 1.0 + 3.0  # one total_timeout, plus start-up
+    with sqlite3.connect(tmp_path / "ds" / "state.sqlite") as db:
+        (error,) = db.execute("SELECT error FROM urls").fetchone()
+    assert "no late retry" in error
+
+
+def test_executor_settings_are_validated_with_the_accepted_values(tmp_path):
+    from pocketml.config import from_mapping
+
+    with pytest.raises(PocketMLError, match=r"executor = 'spark' is not accepted; expected one of local, ray"):
+        from_mapping(AcquireConfig, {"executor": "spark"}, "acquire")
+    with pytest.raises(PocketMLError, match=r"set executor = \"ray\""):
+        from_mapping(AcquireConfig, {"ray_address": "head:6379"}, "acquire")
+    with pytest.raises(PocketMLError, match=r"cpus_per_shard = 0"):
+        from_mapping(AcquireConfig, {"executor": "ray", "cpus_per_shard": 0}, "acquire")
+
+
+def test_cli_retry_failed_and_executor_flags_reach_the_config(tmp_path):
+    import argparse
+
+    from acquisition import cli_acquire
+
+    parser = argparse.ArgumentParser(prog="pocketml")
+    cli_acquire.register(parser.add_subparsers(dest="command"))
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/a.jpg\n")
+    args = parser.parse_args(["acquire", "--out", str(tmp_path / "ds"), "--urls", str(tmp_path / "urls.txt"),
+                              "--retry-failed", "--ray-address", "127.0.0.1:6379"])
+    config = cli_acquire.config_of(args)
+    assert config.retry_failed and config.executor == "ray" and config.ray_address == "127.0.0.1:6379"
+    args = parser.parse_args(["acquire", "--out", str(tmp_path / "ds"), "--urls", str(tmp_path / "urls.txt")])
+    assert cli_acquire.config_of(args).executor == "local"

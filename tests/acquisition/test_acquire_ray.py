@@ -111,6 +111,11 @@ def test_hostile_server_through_ray_gives_the_local_statuses(cluster, photo_fold
             else:
                 run_driver(cluster, table, tmp_path / run)
             by_run[run] = {u.removeprefix(server.base).split("?")[0]: s for u, s in statuses(tmp_path / run).items()}
+        # --retry-failed through Ray: only the retryable failures are asked for again.
+        before = dict(server.hits)
+        run_driver(cluster, {**table, "retry_failed": True}, tmp_path / "ray")
+        asked = {path.split("?")[0] for path, n in server.hits.items() if n > before.get(path, 0)}
+    assert asked == {"/drip", "/reset", "/busy-forever"}
     for got in by_run.values():
         assert sorted([got.pop("/dup/a"), got.pop("/dup/b")]) == ["duplicate_bytes", "ok"]
     assert by_run["ray"] == by_run["local"] == {p: s for p, s in EXPECTED.items() if not p.startswith("/dup/")}
