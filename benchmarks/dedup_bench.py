@@ -223,7 +223,8 @@ def faiss_pairs(hashes: np.ndarray, kind: str) -> tuple[float, float, np.ndarray
         index.nflip = 2
     index.add(codes)
     lims, _, found = index.range_search(codes, MAX_DISTANCE + 1)  # FAISS keeps distances < radius
-    query = np.repeat(np.arange(len(hashes)), np.diff(lims))
+    query = np.repeat(np.arange(len(hashes)), np.diff(lims).astype(np.int64))
+    found = found.astype(np.int64)
     keep = query < found
     keys = pair_keys(query[keep], found[keep], len(hashes))
     return time.perf_counter() - wall, time.process_time() - cpu, keys
