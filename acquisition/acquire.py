@@ -17,7 +17,7 @@ from itertools import islice
 from pathlib import Path
 
 from acquisition import store
-from acquisition.executors import make_executor
+from acquisition.executors import Executor, make_executor
 from acquisition.pool import POOL_COLUMNS, POOL_FILE
 from acquisition.shard import ShardResult, ShardTask
 from acquisition.sources import Source, SourceItem, make_source
@@ -86,13 +86,36 @@ class _RunStats:
         self.finished = max(self.finished, result.finished)
 
 
+class _LazyExecutor:
+    """The executor, started on the first shard that has work: a rerun with nothing left to do
+    never starts worker processes or joins a Ray cluster."""
+
+    def __init__(self, config: AcquireConfig, out_dir: Path):
+        self.config, self.out_dir = config, out_dir
+        self.executor: Executor | None = None
+
+    def get(self) -> Executor:
+        if self.executor is None:
+            self.executor = make_executor(self.config, str(self.out_dir))
+        return self.executor
+
+    def in_flight(self) -> int:
+        return self.executor.in_flight() if self.executor else 0
+
+    def close(self, cancel: bool) -> list[str]:
+        if self.executor is None:
+            return []
+        self.executor.close(cancel)
+        return self.executor.failed
+
+
 def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Path) -> _RunStats:
-    executor = make_executor(config, str(out_dir))
+    lazy = _LazyExecutor(config, out_dir)
     stats = _RunStats()
     cancel = False
 
     def collect(bar, task_id) -> None:
-        result = executor.next_result()
+        result = lazy.get().next_result()
         if result is None:  # given up on after max_retries: its URLs stay pending for the next run
             return
         for key, outcome in result.outcomes:
@@ -111,18 +134,18 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
                 if not todo:
                     state.finish_shard(shard)
                     continue
+                executor = lazy.get()
                 while executor.in_flight() >= executor.slots:
                     collect(bar, task_id)
                 executor.submit(_task(config, shard, todo, out_dir))
-            while executor.in_flight():
+            while lazy.in_flight():
                 collect(bar, task_id)
     except BaseException:
         cancel = True
         raise
     finally:
         state.commit()
-        executor.close(cancel)
-    stats.failed = executor.failed
+        stats.failed = lazy.close(cancel)
     return stats
 
 
