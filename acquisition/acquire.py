@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -21,11 +22,13 @@ from acquisition.executors import Executor, make_executor
 from acquisition.pool import POOL_COLUMNS, POOL_FILE
 from acquisition.shard import ShardResult, ShardTask
 from acquisition.sources import Source, SourceItem, make_source
-from acquisition.state import OK, State
+from acquisition.state import OK, Outcome, State, item_key
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.console import print_table, progress
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, atomic_write_json
+
+STRAGGLER_BATCH = 64  # handed-back URLs per straggler task: they mostly wait, so all of a batch run at once
 
 
 def acquire(config: AcquireConfig, out_dir: Path) -> dict:
@@ -109,20 +112,72 @@ class _LazyExecutor:
         return self.executor.failed
 
 
+class _Stragglers:
+    """URLs fresh shards handed back (timed out, or still hanging when the shard stopped waiting),
+    batched into straggler tasks. A shard is marked done only once its handed-back URLs are settled,
+    so a kill before that leaves them pending for the next run."""
+
+    def __init__(self) -> None:
+        self.waiting: list[SourceItem] = []
+        self.owner: dict[str, tuple[str, int]] = {}  # URL key -> (its shard, attempts spent before)
+        self.outstanding: Counter[str] = Counter()  # shard -> handed-back URLs not yet settled
+        self.batches: set[str] = set()
+
+    def defer(self, shard: str, deferred: list[tuple[SourceItem, int]]) -> None:
+        for item, attempts in deferred:
+            self.owner[item_key(item)] = (shard, attempts)
+            self.outstanding[shard] += 1
+            self.waiting.append(item)
+
+    def settle(self, key: str, outcome: Outcome) -> tuple[str, Outcome]:
+        shard, before = self.owner.pop(key)
+        self.outstanding[shard] -= 1
+        return shard, Outcome(**{**outcome.__dict__, "attempts": before + outcome.attempts})
+
+    def take(self, everything: bool) -> list[SourceItem] | None:
+        """A batch when a full one is waiting (or, at the end, whatever is left)."""
+        if len(self.waiting) < STRAGGLER_BATCH and not (everything and self.waiting):
+            return None
+        batch, self.waiting = self.waiting[:STRAGGLER_BATCH], self.waiting[STRAGGLER_BATCH:]
+        return batch
+
+
 def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Path) -> _RunStats:
     lazy = _LazyExecutor(config, out_dir)
-    stats = _RunStats()
+    stats, stragglers = _RunStats(), _Stragglers()
     cancel = False
 
     def collect(bar, task_id) -> None:
         result = lazy.get().next_result()
         if result is None:  # given up on after max_retries: its URLs stay pending for the next run
             return
+        settled = []
         for key, outcome in result.outcomes:
+            if result.shard in stragglers.batches:
+                shard, outcome = stragglers.settle(key, outcome)
+                settled.append(shard)
             state.record(key, outcome)
-        state.finish_shard(result.shard)  # commits the outcomes and the done mark in one transaction
+        stragglers.defer(result.shard, result.deferred)
+        owners = settled if result.shard in stragglers.batches else [result.shard]
+        for shard in dict.fromkeys(owners):
+            if not stragglers.outstanding[shard]:
+                state.finish_shard(shard)  # commits its outcomes and its done mark in one transaction
+        state.commit()
         stats.add(result)
         bar.advance(task_id, len(result.outcomes))
+
+    def submit(bar, task_id, task: ShardTask) -> None:
+        executor = lazy.get()
+        while executor.in_flight() >= executor.slots:
+            collect(bar, task_id)
+        executor.submit(task)
+
+    def submit_stragglers(bar, task_id, everything: bool) -> None:
+        while (batch := stragglers.take(everything)) is not None:
+            name = f"stragglers-{len(stragglers.batches):06d}"
+            stragglers.batches.add(name)
+            submit(bar, task_id, ShardTask(name, batch, str(out_dir), config.download, config.verify,
+                                           len(batch), straggler=True))
 
     try:
         with progress() as bar:
@@ -134,12 +189,14 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
                 if not todo:
                     state.finish_shard(shard)
                     continue
-                executor = lazy.get()
-                while executor.in_flight() >= executor.slots:
+                submit_stragglers(bar, task_id, everything=False)
+                submit(bar, task_id, ShardTask(shard, todo, str(out_dir), config.download, config.verify,
+                                               config.download.threads))
+            while lazy.in_flight() or stragglers.waiting:
+                if stragglers.waiting:
+                    submit_stragglers(bar, task_id, everything=True)
+                else:
                     collect(bar, task_id)
-                executor.submit(_task(config, shard, todo, out_dir))
-            while lazy.in_flight():
-                collect(bar, task_id)
     except BaseException:
         cancel = True
         raise
@@ -147,11 +204,6 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
         state.commit()
         stats.failed = lazy.close(cancel)
     return stats
-
-
-def _task(config: AcquireConfig, shard: str, items: list[SourceItem], out_dir: Path) -> ShardTask:
-    return ShardTask(shard, items, str(out_dir), config.download, config.verify, config.download.threads,
-                     config.download.late_retry_timeout)
 
 
 def write_pool(state: State, path: Path) -> int:

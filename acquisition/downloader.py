@@ -74,6 +74,14 @@ class _Watchdog:
         if token is not None:
             token["active"] = False
 
+    def fire_all(self) -> None:
+        """Cut every armed attempt now, as if each had reached its deadline."""
+        with self._cv:
+            tokens = [token for _, _, token in self._heap if token["active"]]
+        for token in tokens:
+            token["fired"] = True
+            _shutdown(token["sock"])
+
     def stop(self) -> None:
         with self._cv:
             self._stopped = True
@@ -114,10 +122,17 @@ class Downloader:
         self._local = threading.local()
         self._watchdog = _Watchdog()
         self._ssl: ssl.SSLContext | None = None  # made on the first https URL: loading CA certs takes ~0.1 s
+        self._cut = threading.Event()
 
     def close(self) -> None:
         """Stop the watchdog thread (call once no fetch is running)."""
         self._watchdog.stop()
+
+    def cut(self) -> None:
+        """End every fetch in flight now with status timeout, and any later one at once: the caller
+        gave up waiting on them (a shard handing its stragglers back)."""
+        self._cut.set()
+        self._watchdog.fire_all()
 
     def fetch(self, url: str, allow_file: bool = False, budget: float | None = None,
               retry_timeouts: bool = True) -> Fetched:
@@ -133,6 +148,8 @@ class Downloader:
         while True:
             attempts += 1
             try:
+                if self._cut.is_set():
+                    raise _Failure("timeout", "cut: the shard stopped waiting for it")
                 data, final_url = self._attempt(url, allow_file, limit)
                 return Fetched("ok", data, final_url, attempts)
             except _Failure as fail:
@@ -143,7 +160,7 @@ class Downloader:
                 if fail.retry_after is not None and fail.retry_after > cfg.max_retry_after:
                     error = f"{fail.error}; Retry-After {fail.retry_after:.0f}s exceeds max_retry_after"
                     return Fetched(fail.status, None, url, attempts, error, fail.http_status)
-                time.sleep(self._backoff(attempts, fail.retry_after))
+                self._cut.wait(self._backoff(attempts, fail.retry_after))  # a cut ends the wait too
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -199,6 +216,9 @@ class Downloader:
                 conn.connect()  # under connect_timeout (the connection's timeout)
             conn.sock.settimeout(cfg.read_timeout)
             token = self._watchdog.arm(deadline, conn.sock)
+            if self._cut.is_set():  # cut between the check in fetch() and arming: do not wait it out
+                token["fired"] = True
+                _shutdown(conn.sock)
             conn.request("GET", target, headers=self._headers())
             resp = conn.getresponse()
             result = self._response(resp, url)

@@ -8,11 +8,12 @@ harmless: the store ignores bytes it already holds and the driver records each U
 Decoding, resizing and encoding run on the fetch threads (Pillow releases the GIL in its codecs and
 resampling), so no image bytes cross a process boundary.
 
-The tail: a URL that times out is not retried at once (that would hold a thread for attempts x
-total_timeout). It goes to the back of the shard's queue and gets one late retry with a budget of
-`late_retry_timeout`, cut so that no attempt runs past "queue drained + total_timeout". Every first
-attempt starts before the queue drains and lasts at most total_timeout, so a shard ends at most one
-total_timeout after its last fresh item started: a hung URL cannot stretch it further.
+The tail: a shard never waits on a hung host. A URL whose first attempt times out, and every URL
+still in flight `defer_after` seconds after the shard's last fresh item started, is cut and handed
+back as *deferred*; the driver gathers deferred URLs from all shards into straggler tasks, where
+each gets one more attempt of at most `late_retry_timeout`, many at once. So a fresh shard ends at
+most defer_after after its queue drains, and the run ends at most defer_after + late_retry_timeout
+after its last fresh item started: wall - busy <= that (<= total_timeout with the defaults).
 """
 
 from __future__ import annotations
@@ -32,24 +33,25 @@ from pocketml.configs.acquire import DownloadConfig, VerifyConfig
 
 LOCAL_SOURCES = frozenset({"folder"})  # the only sources whose items may be file:// URLs
 TIMEOUT = "timeout"
-MIN_LATE_BUDGET = 0.5  # seconds: a late retry with less time left than this is not worth starting
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    shard: str
+    shard: str  # a shard id, or a straggler batch's own id
     items: list[SourceItem]  # the shard's items still to do, in order
     out_dir: str  # the run directory; the store is out_dir/images (must be reachable by the worker)
     download: DownloadConfig
     verify: VerifyConfig
     threads: int  # fetch threads inside this task
-    late_retry_timeout: float  # seconds one late retry of a timed-out URL may take
+    straggler: bool = False  # a batch of deferred URLs: one attempt each of late_retry_timeout, final
 
 
 @dataclass
 class ShardResult:
     shard: str
-    outcomes: list[tuple[str, Outcome]] = field(default_factory=list)  # (item key, outcome), one per item
+    outcomes: list[tuple[str, Outcome]] = field(default_factory=list)  # (item key, outcome) of finished items
+    # Cut, with the attempts spent on each so far: for a straggler batch to finish.
+    deferred: list[tuple[SourceItem, int]] = field(default_factory=list)
     started: float = 0.0  # time.time() when the task began
     busy_until: float = 0.0  # time.time() of its last outcome that was not a timeout (real work)
     finished: float = 0.0  # time.time() when it returned
@@ -57,13 +59,20 @@ class ShardResult:
 
 
 def run_shard(task: ShardTask) -> ShardResult:
-    """Every item of the task, each with its final outcome."""
+    """Every item of the task with its final outcome, or deferred (fresh shards only)."""
     cpu0, started = _cpu_seconds(), time.time()
     runner = _Runner(task)
     outcomes = runner.run()
-    work = [at for outcome, at in zip(outcomes, runner.finished_at, strict=True) if outcome.status != TIMEOUT]
-    return ShardResult(task.shard, [(item_key(item), o) for item, o in zip(task.items, outcomes, strict=True)],
-                       started, max([started, *work]), time.time(), _cpu_seconds() - cpu0)
+    result = ShardResult(task.shard, started=started, busy_until=started)
+    for index, (item, outcome) in enumerate(zip(task.items, outcomes, strict=True)):
+        if index in runner.deferred:
+            result.deferred.append((item, outcome.attempts))
+            continue
+        result.outcomes.append((item_key(item), outcome))
+        if outcome.status != TIMEOUT:
+            result.busy_until = max(result.busy_until, runner.finished_at[index])
+    result.finished, result.cpu_s = time.time(), _cpu_seconds() - cpu0
+    return result
 
 
 def _cpu_seconds() -> float:
@@ -72,66 +81,54 @@ def _cpu_seconds() -> float:
 
 
 class _Runner:
-    """The threads of one shard: a queue of first attempts, then late retries behind them."""
+    """The threads of one task; `deferred` holds the indices handed back (a fresh shard's timeouts)."""
 
     def __init__(self, task: ShardTask):
         self.task = task
         self.downloader = Downloader(task.download)
         self.outcomes: list[Outcome | None] = [None] * len(task.items)
+        self.deferred: set[int] = set()
         self.finished_at = [0.0] * len(task.items)  # time.time() of each final outcome
         self.lock = threading.Lock()
-        self.unstarted = len(task.items)  # first attempts not yet begun
+        self.unstarted = len(task.items)
         self.unfinished = len(task.items)
-        self.drained_at: float | None = None  # monotonic time the last first attempt began
-        self.done = threading.Event()
+        self.drained = threading.Event()  # every item has started
+        self.done = threading.Event()  # every item has an outcome (or was deferred)
         self.error: BaseException | None = None
+        self.budget = task.download.late_retry_timeout if task.straggler else None
 
     def run(self) -> list[Outcome]:
         if not self.task.items:
             return []
-        self.pool = ThreadPoolExecutor(max(1, min(self.task.threads, len(self.task.items))), thread_name_prefix="fetch")
+        pool = ThreadPoolExecutor(max(1, min(self.task.threads, len(self.task.items))), thread_name_prefix="fetch")
         try:
             for index in range(len(self.task.items)):
-                self.pool.submit(self._guarded, self._first, index)
+                pool.submit(self._guarded, index)
+            if not self.task.straggler:
+                self.drained.wait()
+                if not self.done.wait(self.task.download.defer_after):
+                    self.downloader.cut()  # the stragglers: hand them back instead of waiting
             self.done.wait()
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
             self.downloader.close()
         if self.error is not None:
             raise self.error
-        return list(self.outcomes)  # type: ignore[arg-type]
+        return self.outcomes  # type: ignore[return-value]  (done: every slot is filled)
 
-    def _guarded(self, step, index: int) -> None:
+    def _guarded(self, index: int) -> None:
         try:
-            step(index)
+            with self.lock:
+                self.unstarted -= 1
+                if self.unstarted == 0:
+                    self.drained.set()
+            outcome = self._process(self.task.items[index])
+            if outcome.status == TIMEOUT and not self.task.straggler:
+                self.deferred.add(index)  # one more attempt in a straggler batch, many at once
+            self._finish(index, outcome)
         except BaseException as exc:  # a bug: stop the shard and hand the traceback to the driver
             self.error = exc
             self.done.set()
-
-    def _first(self, index: int) -> None:
-        with self.lock:
-            self.unstarted -= 1
-            if self.unstarted == 0:
-                self.drained_at = time.monotonic()
-        outcome = self._process(self.task.items[index], None)
-        if outcome.status == TIMEOUT:
-            self.pool.submit(self._guarded, self._late, index)  # behind every fresh item still queued
-            self.outcomes[index] = outcome
-            return
-        self._finish(index, outcome)
-
-    def _late(self, index: int) -> None:
-        first = self.outcomes[index]
-        assert first is not None
-        budget = self.task.late_retry_timeout
-        if self.drained_at is not None:
-            budget = min(budget, self.drained_at + self.task.download.total_timeout - time.monotonic())
-        if budget < MIN_LATE_BUDGET:
-            self._finish(index, _with_error(first, "; no late retry: the run had no time left for it"))
-            return
-        again = self._process(self.task.items[index], budget)
-        attempts = first.attempts + again.attempts
-        self._finish(index, Outcome(**{**again.__dict__, "attempts": attempts}))
 
     def _finish(self, index: int, outcome: Outcome) -> None:
         self.outcomes[index] = outcome
@@ -141,11 +138,11 @@ class _Runner:
             if self.unfinished == 0:
                 self.done.set()
 
-    def _process(self, item: SourceItem, budget: float | None) -> Outcome:
+    def _process(self, item: SourceItem) -> Outcome:
         if item.data is not None:
             fetched = Fetched(OK, item.data, item.url, 0)
         else:
-            fetched = self.downloader.fetch(item.url, allow_file=item.source in LOCAL_SOURCES, budget=budget,
+            fetched = self.downloader.fetch(item.url, allow_file=item.source in LOCAL_SOURCES, budget=self.budget,
                                             retry_timeouts=False)
         if fetched.status != OK:
             return Outcome(fetched.status, fetched.error, fetched.attempts, fetched.http_status,
@@ -156,7 +153,3 @@ class _Runner:
         return Outcome(verified.status, verified.error, fetched.attempts, fetched.http_status, len(data),
                        hashlib.sha256(data).hexdigest(), verified.sha256 or None, verified.path or None,
                        verified.width or None, verified.height or None, fetched.final_url)
-
-
-def _with_error(outcome: Outcome, note: str) -> Outcome:
-    return Outcome(**{**outcome.__dict__, "error": outcome.error + note})

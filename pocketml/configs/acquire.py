@@ -21,8 +21,11 @@ class DownloadConfig:
     connect_timeout: float = 5.0  # seconds to open a TCP/TLS connection
     read_timeout: float = 10.0  # seconds of silence tolerated between two reads
     total_timeout: float = 30.0  # seconds one attempt may take in all (stops slow-drip servers)
-    # Seconds for the one late retry a timed-out URL gets behind the shard's other items; it is also cut
-    # so no attempt ends more than total_timeout after the shard's last fresh item started (the tail).
+    # Seconds a shard waits, once its last fresh URL has started, before it cuts the URLs still in flight
+    # and hands them back (with those that timed out) for a straggler batch: no shard idles on a hung host.
+    defer_after: float = 2.0
+    # Seconds for the one more attempt each handed-back URL gets in a straggler batch. The run ends at most
+    # defer_after + late_retry_timeout after its last fresh URL started (the tail).
     late_retry_timeout: float = 10.0
     max_bytes: int = 20_000_000  # bytes one response may have before it is abandoned as too_large
     retries: int = 3  # extra attempts after a retryable failure (5xx, 429, reset, timeout)
@@ -36,7 +39,7 @@ class DownloadConfig:
         for name in ("threads", "per_host", "max_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)} is not accepted; expected an integer >= 1")
-        for name in ("connect_timeout", "read_timeout", "total_timeout", "late_retry_timeout"):
+        for name in ("connect_timeout", "read_timeout", "total_timeout", "late_retry_timeout", "defer_after"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} = {getattr(self, name)} is not accepted; expected seconds > 0")
         if self.retries < 0 or self.max_redirects < 0:
