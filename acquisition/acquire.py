@@ -122,6 +122,7 @@ class _Stragglers:
         self.owner: dict[str, tuple[str, int]] = {}  # URL key -> (its shard, attempts spent before)
         self.outstanding: Counter[str] = Counter()  # shard -> handed-back URLs not yet settled
         self.batches: set[str] = set()
+        self.running = 0  # straggler batches in flight
 
     def defer(self, shard: str, deferred: list[tuple[SourceItem, int]]) -> None:
         for item, attempts in deferred:
@@ -152,6 +153,7 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
         if result is None:  # given up on after max_retries: its URLs stay pending for the next run
             return
         settled = []
+        stragglers.running -= result.shard in stragglers.batches
         for key, outcome in result.outcomes:
             if result.shard in stragglers.batches:
                 shard, outcome = stragglers.settle(key, outcome)
@@ -176,6 +178,7 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
         while (batch := stragglers.take(everything)) is not None:
             name = f"stragglers-{len(stragglers.batches):06d}"
             stragglers.batches.add(name)
+            stragglers.running += 1
             submit(bar, task_id, ShardTask(name, batch, str(out_dir), config.download, config.verify,
                                            len(batch), straggler=True))
 
@@ -193,7 +196,8 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
                 submit(bar, task_id, ShardTask(shard, todo, str(out_dir), config.download, config.verify,
                                                config.download.threads))
             while lazy.in_flight() or stragglers.waiting:
-                if stragglers.waiting:
+                if stragglers.waiting and lazy.in_flight() == stragglers.running:
+                    # Every fresh shard is back: what is left goes out at once, not shard by shard.
                     submit_stragglers(bar, task_id, everything=True)
                 else:
                     collect(bar, task_id)
@@ -222,7 +226,7 @@ def _summary(state: State, out_dir: Path, run: _RunStats, seconds: float, reopen
     by_status = state.status_counts()
     done, seen = state.shard_counts()
     work_s = (run.finished - run.first_start) if run.first_start else 0.0
-    busy_s = (run.busy_until - run.first_start) if run.first_start else 0.0
+    busy_s = max(0.0, run.busy_until - run.first_start) if run.first_start else 0.0
     return {
         "out_dir": str(out_dir),
         "urls": sum(by_status.values()),

@@ -63,7 +63,7 @@ def run_shard(task: ShardTask) -> ShardResult:
     cpu0, started = _cpu_seconds(), time.time()
     runner = _Runner(task)
     outcomes = runner.run()
-    result = ShardResult(task.shard, started=started, busy_until=started)
+    result = ShardResult(task.shard, started=started)  # busy_until stays 0 when nothing but timeouts
     for index, (item, outcome) in enumerate(zip(task.items, outcomes, strict=True)):
         if index in runner.deferred:
             result.deferred.append((item, outcome.attempts))

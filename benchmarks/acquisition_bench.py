@@ -244,7 +244,9 @@ def pocketml_table(url_file: Path, executor: dict) -> dict:
     threads = IN_FLIGHT // 4
     return {"sources": [{"type": "urls", "path": str(url_file), "label": "x"}], "shard_size": 250, **executor,
             "download": {"threads": threads, "per_host": threads, "retries": 2, "backoff": 0.05,
-                         "connect_timeout": 5.0, "read_timeout": TIMEOUT, "total_timeout": TIMEOUT},
+                         "connect_timeout": 5.0, "read_timeout": TIMEOUT, "total_timeout": TIMEOUT,
+                         # a hung URL: cut 2 s after its shard drains, then one attempt of 8 s: 10 s in all
+                         "defer_after": 2.0, "late_retry_timeout": TIMEOUT - 2.0},
             "verify": {"max_side": MAX_SIDE}}
 
 
