@@ -169,6 +169,7 @@ class Downloader:
         return base * random.uniform(0.5, 1.5)  # jitter: clients that failed together do not retry together
 
     def _attempt(self, url: str, allow_file: bool, limit: float) -> tuple[bytes, str]:
+        deadline = time.monotonic() + limit  # for the whole attempt: the wait for a slot, every redirect
         for hop in range(self.config.max_redirects + 1):
             try:
                 parts = urlsplit(url)
@@ -180,8 +181,18 @@ class Downloader:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise _Failure("bad_url", f"unsupported URL {url[:200]!r}; only http and https are fetched")
             host = _ascii_host(parts.hostname, url)
-            with self._slot(host):
-                location = self._request(parts.scheme, host, port, _target(parts), url, limit)
+            slot = self._slot(host)
+            # Waiting for one of the host's per_host connections counts against the attempt's time too,
+            # so a dead host with many URLs cannot queue them past their caps.
+            if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise _Failure("timeout", f"no free connection to {host} within {limit:.1f}s (per_host={self.config.per_host})")
+            try:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Failure("timeout", f"took longer than its time cap ({limit:.1f}s)")
+                location = self._request(parts.scheme, host, port, _target(parts), url, left)
+            finally:
+                slot.release()
             if isinstance(location, bytes):
                 return location, url
             url = urljoin(url, location)

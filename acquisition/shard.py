@@ -33,6 +33,7 @@ from pocketml.configs.acquire import DownloadConfig, VerifyConfig
 
 LOCAL_SOURCES = frozenset({"folder"})  # the only sources whose items may be file:// URLs
 TIMEOUT = "timeout"
+MIN_BUDGET = 0.2  # seconds: a straggler attempt with less time left than this is not started
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ class _Runner:
         self.drained = threading.Event()  # every item has started
         self.done = threading.Event()  # every item has an outcome (or was deferred)
         self.error: BaseException | None = None
-        self.budget = task.download.late_retry_timeout if task.straggler else None
+        # A straggler batch has one deadline for all its URLs, however long they queue for a host.
+        self.deadline = time.monotonic() + task.download.late_retry_timeout if task.straggler else None
 
     def run(self) -> list[Outcome]:
         if not self.task.items:
@@ -139,10 +141,13 @@ class _Runner:
                 self.done.set()
 
     def _process(self, item: SourceItem) -> Outcome:
+        budget = None if self.deadline is None else self.deadline - time.monotonic()
         if item.data is not None:
             fetched = Fetched(OK, item.data, item.url, 0)
+        elif budget is not None and budget < MIN_BUDGET:
+            fetched = Fetched(TIMEOUT, None, item.url, 0, "no time left in its straggler batch")
         else:
-            fetched = self.downloader.fetch(item.url, allow_file=item.source in LOCAL_SOURCES, budget=self.budget,
+            fetched = self.downloader.fetch(item.url, allow_file=item.source in LOCAL_SOURCES, budget=budget,
                                             retry_timeouts=False)
         if fetched.status != OK:
             return Outcome(fetched.status, fetched.error, fetched.attempts, fetched.http_status,
