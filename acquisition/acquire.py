@@ -4,7 +4,9 @@ Items stream from the sources in shards of `shard_size`. An executor (local work
 Ray tasks on a cluster: acquisition/executors.py) runs each shard: fetch, verify and store on
 threads, returning one outcome row per item (acquisition/shard.py). This driver alone writes the
 state DB, one transaction per finished shard (its outcomes and its `done` mark together), so a kill
-at any moment leaves every URL either finished or still pending. Everything a rerun needs is in
+at any moment leaves every URL either finished or still pending. URLs a shard hands back (hung or
+timed out) go out again in straggler batches; their shard is marked done once they are settled,
+and the last batch leaves only when every fresh shard is back. Everything a rerun needs is in
 `state.sqlite`; `pool.csv` and `acquisition.json` are rewritten from it at the end of every run.
 """
 
