@@ -64,6 +64,11 @@ def augmented(x, layers: list):
     return ops.clip(x, 0.0, 255.0)
 
 
+# Both wrappers are built when constructed. Keras' JAX trainer builds an unbuilt model on the first
+# batch of predict/fit and then rewinds the data, but a PyDataset with worker threads does not
+# rewind: every prediction would come out one batch late, paired with the wrong labels.
+
+
 class AugmentedTrainer(keras.Model):
     """uint8 images -> (augmented when training) -> the wrapped classifier's probabilities."""
 
@@ -71,6 +76,7 @@ class AugmentedTrainer(keras.Model):
         super().__init__(name="augmented_trainer", **kwargs)
         self.classifier = classifier
         self.augmentation = augment.layers(seed) if augment else []
+        self.build(tuple(classifier.input_shape))
 
     def build(self, input_shape) -> None:
         for layer in self.augmentation:
@@ -90,6 +96,7 @@ class AugmentedFeatures(keras.Model):
         super().__init__(name="augmented_features", **kwargs)
         self.extractor = extractor
         self.augmentation = augment.layers(seed) if augment else []
+        self.build(tuple(extractor.input_shape))
 
     def build(self, input_shape) -> None:
         for layer in self.augmentation:

@@ -114,3 +114,16 @@ def test_augmented_features_differ_per_pass_and_clean_features_match(splits, tra
     assert first.shape == clean.shape == (96, 3)
     np.testing.assert_allclose(clean, train_images.reshape(96, -1, 3).mean(axis=1), rtol=1e-5)
     assert np.abs(first - clean).max() > 1.0 and np.abs(first - second).max() > 1.0
+
+
+def test_wrappers_are_built_before_keras_sees_any_batch(train_images):
+    """Keras' JAX predict builds an unbuilt model on the first batch and cannot rewind a threaded
+    PyDataset: outputs would shift by a batch. Built at construction, nothing is consumed."""
+    import keras
+
+    from training.augment import Augment, AugmentedFeatures, AugmentedTrainer
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    inner = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    for wrapper in (AugmentedFeatures(inner, Augment()), AugmentedTrainer(inner, Augment()), AugmentedFeatures(inner, None)):
+        assert all(layer.built for layer in wrapper._flatten_layers()), type(wrapper).__name__
