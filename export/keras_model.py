@@ -20,6 +20,12 @@ class KerasPredictor:
         self.model = model
         self.input_size = input_size
 
+    def invoker(self, image: np.ndarray):
+        """One forward pass on `image` (batch 1), eagerly, as TensorFlow runs it with its own thread pool."""
+        x = check_images(image, self.input_size).astype(np.float32)
+        model = self.model
+        return lambda: model(x, training=False)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = check_images(images, self.input_size).astype(np.float32)
         if len(images) == 0:

@@ -21,9 +21,9 @@ def one_line_error(excinfo) -> str:
 
 def test_real_model_dir_gives_spec_with_source_hash(real_model_dir):
     source = load_source(real_model_dir)
-    assert source.spec.labels == ("hot_dog", "not_hot_dog")
+    assert source.spec.labels == ("cat", "coffee")
     assert source.spec.image_size == (96, 96)
-    assert source.spec.normalization.name == "mobilenet"
+    assert source.spec.normalization.name == "efficientnet_lite"
     assert source.spec.source_sha256 == sha256_file(real_model_dir / "model.keras")
     assert source.notes == []
 
