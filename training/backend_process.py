@@ -3,7 +3,7 @@
 Keras picks its backend once per process, at its first import. `pocketml run` exports with
 TensorFlow, so a `[train] backend = "jax"` cannot train in that process: `train` hands the job to
 `python -m training.backend_process REQUEST.json` with KERAS_BACKEND set, waits, and returns the
-same model directory. The child's output goes straight to this terminal; a PocketMLError in the
+same model directory. The child's own output is relayed to this process's console; a PocketMLError in the
 child comes back as the same one-line PocketMLError here, and a bug keeps its traceback (printed by
 the child) and fails here with the exit code.
 """
@@ -46,14 +46,28 @@ def train_in_backend(backend: str, dataset_dir: str | Path, out_dir: str | Path,
             "config": dataclasses.asdict(config),
             "error_file": str(error),
         }))
-        done = subprocess.run([sys.executable, "-m", "training.backend_process", str(request)],
-                              env=child_env(backend), check=False)
-        if done.returncode == ERROR_EXIT and error.is_file():
+        returncode = _run_relaying_stdout([sys.executable, "-m", "training.backend_process", str(request)],
+                                          child_env(backend))
+        if returncode == ERROR_EXIT and error.is_file():
             raise PocketMLError(error.read_text(encoding="utf-8").strip())
-        if done.returncode != 0:
+        if returncode != 0:
             raise RuntimeError(f"training on the {backend} backend failed in its subprocess "
-                               f"(exit code {done.returncode}); its traceback is above")
+                               f"(exit code {returncode}); its traceback is above")
     return Path(out_dir)
+
+
+def _run_relaying_stdout(command: list[str], env: dict[str, str]) -> int:
+    """Run `command`; its stdout (pocketml's own tables and lines: the child keeps its library noise
+    in the model directory's log) is copied to this process's console, which stays on the terminal
+    while pocketml.console captures other output. Its stderr goes where this process's goes."""
+    from pocketml.console import console
+
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+                          errors="replace") as child:
+        for line in child.stdout:
+            console.file.write(line)
+            console.file.flush()
+    return child.returncode
 
 
 def main(argv: list[str]) -> int:

@@ -78,9 +78,11 @@ def checked_inputs(dataset_dir: str | Path, config: TrainConfig) -> tuple[Backbo
 
 
 def _train_here(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
+    from pocketml.console import library_output
     from training.devices import tensorflow_left_out
 
-    with tensorflow_left_out():
+    # Other libraries' output (TF/JAX/absl logs) goes to out_dir/libraries.log, pocketml's to the terminal.
+    with library_output(out_dir), tensorflow_left_out():
         return _train(dataset_dir, out_dir, config)
 
 
