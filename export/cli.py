@@ -12,14 +12,33 @@ def _names(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
+def _add_preprocess_flags(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing a Keras model expects but lacks (export bakes it into every file)."""
+    from pocketml.spec import PRESETS
+
+    parser.add_argument(
+        "--preprocess", choices=list(PRESETS), help="preprocessing the model expects but lacks: "
+        "mobilenet [-1,1], imagenet mean/std, caffe-bgr, unit [0,1]; none: it is inside (default: detect)",
+    )
+    parser.add_argument("--mean", metavar="M|R,G,B", help="per-channel mean subtracted from RGB 0..255 (instead of --preprocess)")
+    parser.add_argument("--std", metavar="S|R,G,B", help="per-channel divisor applied after --mean")
+    parser.add_argument("--bgr", action="store_true", help="the model expects BGR channel order (after normalising)")
+
+
+def _requested(args: argparse.Namespace):
+    from pocketml.spec import requested_normalization
+
+    return requested_normalization(args.preprocess, args.mean, args.std, args.bgr)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
         help="convert a Keras classifier to TFLite, Core ML and ONNX app bundles, checked against the original",
-        description="Convert MODEL (.keras file, or a directory with model.keras + spec.json) into "
+        description="Convert MODEL (.keras or .h5 file, SavedModel directory, or a directory with model.keras + spec.json) into "
         "DIR/android, DIR/ios, DIR/onnx and DIR/manifest.json, then validate every file against MODEL.",
     )
-    export.add_argument("model", type=Path, metavar="MODEL", help=".keras file or directory holding model.keras")
+    export.add_argument("model", type=Path, metavar="MODEL", help=".keras/.h5 file, SavedModel dir, or dir holding model.keras")
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="export directory")
     export.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line (replaces spec.json's)")
     export.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated; default {','.join(FORMATS)}")
@@ -31,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--images", type=Path, metavar="PATH", help="validation images (default: the calibration images)")
     export.add_argument("--min-ios", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
     export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")
+    _add_preprocess_flags(export)
     export.set_defaults(func=run_export)
 
     validate = subparsers.add_parser(
@@ -42,6 +62,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--images", type=Path, metavar="PATH", help="dataset dir or ImageFolder (its test/val split)")
     validate.add_argument("--strict", action="store_true", help="exit 1 when any artifact is outside tolerance")
     validate.set_defaults(func=run_validate)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="top-K labels for images from a .tflite, .onnx, .mlpackage or Keras model",
+        description="Classify IMAGE files and every image in DIR folders with MODEL; labels and preprocessing "
+        "come from the file's own metadata (or --labels). Folders stream, one row per image.",
+    )
+    predict.add_argument("model", type=Path, metavar="MODEL", help=".tflite, .onnx, .mlpackage, or a Keras model")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE|DIR", help="image files and/or folders")
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="labels per image, best first (default 3)")
+    style = predict.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="write a JSON array of {image, top, error}")
+    style.add_argument("--csv", action="store_true", help="write CSV: image, label_1, p_1, ..., error")
+    predict.add_argument("--out", type=Path, metavar="FILE", help="write there (atomically) instead of stdout")
+    predict.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line, for a file without them")
+    predict.add_argument("--image-size", metavar="N|HxW", help="input size, for Keras models whose input is dynamic")
+    _add_preprocess_flags(predict)
+    predict.set_defaults(func=run_predict)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -57,6 +95,10 @@ def run_export(args: argparse.Namespace) -> int:
         minimum_deployment_target=args.min_ios,
         validate=not args.no_validate,
         validation_images=args.images,
+        preprocess=args.preprocess,
+        mean=args.mean,
+        std=args.std,
+        bgr=args.bgr,
     )
     manifest = export_model(args.model, args.out, config)
     failed = [a for a in manifest.artifacts if a.status != "exported"]
@@ -68,4 +110,17 @@ def run_validate(args: argparse.Namespace) -> int:
     from export.validate import validate
 
     validate(args.export_dir, images=args.images, strict=args.strict)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from export.predict import load, run, summary_rows
+    from pocketml.console import err_console, table
+
+    model = load(args.model, labels=args.labels, image_size=args.image_size, preprocess=_requested(args))
+    suffix = args.out.suffix.lower().lstrip(".") if args.out else ""
+    style = "json" if args.json else "csv" if args.csv else suffix if suffix in ("json", "csv") else "text"
+    rows = run(model, args.images, top=args.top, style=style, out=args.out)
+    where = f"; wrote {args.out}" if args.out else ""
+    err_console.print(table(f"predict: {len(rows)} images, top-1 label{where}", ("label", "images"), summary_rows(rows)))
     return 0

@@ -121,7 +121,7 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
         raise PocketMLError(f"--out {out_dir} is a file; give a directory (new or one written by `pocketml export`)")
     # Every check that can reject the input runs before the first write.
     modules = format_modules(config.formats)
-    source = load_source(model, labels=config.labels, image_size=config.image_size)
+    source = load_source(model, labels=config.labels, image_size=config.image_size, preprocess=config.normalization)
     calibration = (
         load_calibration(config.calibration, source.spec.image_size, config.calibration_images)
         if config.calibration is not None

@@ -7,6 +7,7 @@ Every format module provides:
   NEEDS_CALIBRATION: frozenset[str] # precisions that need calibration images
   convert(model, spec, precision, out_path, calibration) -> list[str]   # notes for the user
   load(path) -> Predictor
+  read_labels(path) -> tuple[str, ...] | None  # the labels the file carries (None: it has none)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def format_module(name: str) -> ModuleType:
 
 
 def format_of_path(path: str) -> str:
-    """Format name from an artifact's file name (used when benchmarking a file a user brought)."""
+    """Format name from an artifact's file name (`pocketml predict` on a file a user brought)."""
     for name in FORMAT_MODULES:
         if str(path).rstrip("/").endswith(format_module(name).SUFFIX):
             return name

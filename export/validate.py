@@ -18,6 +18,7 @@ from pocketml.artifact import EXPORTED, Artifact, ExportManifest, Parity
 from pocketml.console import console, print_table, progress
 from pocketml.dataset import load_images, read_records, select_split
 from pocketml.errors import PocketMLError, RuntimeUnavailable, ValidationFailed
+from pocketml.spec import Normalization
 
 MAX_IMAGES = 500  # bounds validation time on big splits; chosen deterministically
 
@@ -98,7 +99,9 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
     source = manifest.model.get("source")
     if not source or not Path(source).exists():
         raise PocketMLError(f"the Keras original {source} is gone; validate compares against it, so restore it")
-    reference = load_keras_predictor(source, size).predict(batch)
+    # The original with the preprocessing export put in front of it (--preprocess), if any.
+    normalization = Normalization.from_dict(manifest.model.get("normalization") or {})
+    reference = load_keras_predictor(source, size, normalization).predict(batch)
     truth = label_indices(labels, list(manifest.model["labels"]))
     console.print(f"validating {len(manifest.artifacts)} artifacts on {len(batch)} images from {where}")
     with progress() as bar:
