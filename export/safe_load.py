@@ -75,10 +75,11 @@ def is_stock(entry: dict) -> bool:
     """A class Keras itself defines (a layer or a model container), not one a user wrote."""
     import keras
 
-    module = entry.get("module")
-    if entry.get("registered_name") or (module is not None and not str(module).startswith("keras")):
+    module, name = entry.get("module"), entry["class_name"]
+    # Keras writes registered_name None (layers) or the class name (models) for its own classes and
+    # "package>Name" for registered user classes; tf.keras 2 files have neither key.
+    if entry.get("registered_name") not in (None, name) or (module is not None and not str(module).startswith("keras")):
         return False
-    name = entry["class_name"]
     return name in STOCK_MODEL_CLASSES or isinstance(getattr(keras.layers, name, None), type)
 
 

@@ -173,7 +173,7 @@ def affine_of(layer: Any) -> Normalization | None:
     if kind == "Rescaling":
         scale, offset = (np.broadcast_to(np.asarray(v, np.float64).reshape(-1), 3) for v in (layer.scale, layer.offset))
         # x * scale + offset == (x - mean) / std
-        return Normalization("rescaling", tuple(-offset / scale), tuple(1 / scale))  # type: ignore[arg-type]
+        return Normalization("rescaling", tuple(0.0 - offset / scale), tuple(1 / scale))  # type: ignore[arg-type]
     if kind == "Normalization" and not getattr(layer, "invert", False) and hasattr(layer, "mean"):
         mean = np.asarray(layer.mean, np.float64).reshape(-1)
         std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64).reshape(-1)), 1e-7)

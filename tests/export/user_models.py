@@ -6,7 +6,8 @@ input size, no preprocessing inside (it expects (x - 127) / 128, given at export
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ class Parts:
     bias: np.ndarray  # [2]
 
 
+@functools.cache
 def fitted_parts(train_dir: Path) -> Parts:
     import keras
     from sklearn.linear_model import LogisticRegression
@@ -159,3 +161,93 @@ def reference_probabilities(model, images: np.ndarray, mean=0.0, std=1.0, bgr=Fa
         out = np.exp(out - out.max(axis=1, keepdims=True))
         out /= out.sum(axis=1, keepdims=True)
     return out
+
+
+@dataclass(frozen=True)
+class Case:
+    """One user-shaped model: how it is built and saved, what export is told, what it expects."""
+
+    name: str
+    build: Any  # Parts -> keras.Model
+    save_as: str  # ".keras", ".h5", "savedmodel" or "object" (handed over from Python)
+    export: dict = field(default_factory=dict)  # ExportConfig / load_source arguments
+    expects: dict = field(default_factory=dict)  # reference_probabilities arguments
+    note: str = ""  # a note export must print
+
+    def source_kwargs(self) -> dict:
+        """The same request as load_source arguments."""
+        from pocketml.spec import requested_normalization
+
+        kwargs = {"image_size": self.export.get("image_size")}
+        kwargs["preprocess"] = requested_normalization(
+            self.export.get("preprocess"), self.export.get("mean"), self.export.get("std"), self.export.get("bgr", False)
+        )
+        return kwargs
+
+
+CASES = (
+    Case("functional-unnamed-input", functional_unnamed, ".keras", note="found inside the model"),
+    Case("sequential", sequential, ".keras", note="found inside the model"),
+    Case("subclassed-savedmodel", subclassed, "savedmodel", note="cannot see inside a SavedModel"),
+    Case("logits", logits_head, ".keras", expects={"logits": True}, note="a Softmax layer was added"),
+    Case("uint8-input", uint8_input, ".keras", note="found inside the model"),
+    Case("dynamic-size", dynamic_size, ".keras", export={"image_size": "64"}, note="dynamic input fixed at 64x64"),
+    Case("legacy-h5", functional_unnamed, ".h5", note="found inside the model"),
+    Case("savedmodel-logits", logits_head, "savedmodel", expects={"logits": True}, note="a Softmax layer was added"),
+    Case(
+        "no-preprocessing+preset", without_preprocessing, ".keras", export={"preprocess": "mobilenet"},
+        expects={"mean": 127.5, "std": 127.5}, note="added in front of the model: mobilenet",
+    ),
+    Case(
+        "bgr+mean-std", bgr_input, ".keras", export={"mean": "127", "std": "128", "bgr": True},
+        expects={"mean": MEAN, "std": STD, "bgr": True}, note="then RGB->BGR",
+    ),
+)  # fmt: skip
+LIVE_CASES = (Case("subclassed-object", subclassed, "object"), Case("functional-object", functional_unnamed, "object"))
+
+
+def save_case(case: Case, model, directory: Path) -> Path | Any:
+    """Where `model` was saved the way `case` says (the model itself for "object")."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if case.save_as == "object":
+        return model
+    if case.save_as == "savedmodel":
+        model.export(str(directory / "saved_model"), verbose=False)
+        return directory / "saved_model"
+    path = directory / f"model{case.save_as}"
+    model.save(path)
+    return path
+
+
+def write_labels_file(directory: Path) -> Path:
+    path = directory / "labels.txt"
+    path.write_text("".join(f"{label}\n" for label in PHOTO_LABELS))
+    return path
+
+
+def photo_test_split(photos_dir: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """(paths, uint8 images at SIZE, class indices) of the photos' test split."""
+    from pocketml.dataset import load_images, read_records, select_split
+
+    records = select_split(read_records(photos_dir), "test")
+    paths = [r.path for r in records]
+    return paths, load_images(paths, (SIZE, SIZE)), np.array([PHOTO_LABELS.index(r.label) for r in records])
+
+
+@functools.cache
+def exported_case(name: str, photos_dir: Path, base: Path, formats: tuple[str, ...] = ("tflite", "coreml", "onnx")):
+    """(export dir, saved model path, the model) of CASES[name] exported fp32 and validated on the
+    test photos. Cached: the export tests and the predict tests share one conversion."""
+    from export.exporter import export_model
+    from pocketml.configs.export import ExportConfig
+
+    case = next(c for c in CASES if c.name == name)
+    model = case.build(fitted_parts(photos_dir / "train"))
+    work = base / f"case-{name}"
+    saved = save_case(case, model, work / "model")
+    config = ExportConfig(
+        formats=list(formats), precisions=["fp32"], labels=write_labels_file(work), validation_images=photos_dir,
+        **{k: v for k, v in case.export.items()},
+    )  # fmt: skip
+    export_model(saved, work / "export", config)
+    return work / "export", saved, model
