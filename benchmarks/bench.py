@@ -1,15 +1,16 @@
-"""`pocketml bench`: every exported file side by side with the Keras original — accuracy,
-agreement, latency, size, memory — and the one to ship per platform.
+"""`pocketml bench`: every exported file side by side with the Keras original — the verdict the
+export recorded (accuracy, agreement, |Δp| on the evaluation images), and what bench measures
+itself: latency, size, memory — then the one to ship per platform, in BENCH_DIR.
 
 One row per artifact in the export manifest plus the Keras model as the baseline row. A row that
 cannot be measured keeps its place with a status and the reason (failed / skipped), and the run
-carries on: a broken variant must not hide the figures of the others.
+carries on: a broken variant must not hide the figures of the others. bench never judges parity
+again and never writes into the export directory.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,18 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import cost, estimates, latency, peak, quality, recommend, report
+from benchmarks import cost, estimates, latency, peak, recommend, report
 from benchmarks.common import machine_info
-from pocketml.artifact import FAILED, Artifact, ExportManifest
+from export.registry import format_module
+from pocketml.artifact import EXPORTED, FAILED_PARITY, PASSED, Artifact, ExportManifest, save_recommendations
 from pocketml.configs.bench import BenchConfig
-from pocketml.console import progress
-from pocketml.errors import PocketMLError, RuntimeUnavailable
+from pocketml.console import library_output, progress
+from pocketml.dataset import ImageSet, load_images
+from pocketml.errors import PocketMLError
 
-PASSED = "passed"
-FAILED_VALIDATION = "exported but failed validation"
-ROW_FAILED = "failed"
-SKIPPED = "skipped"
+FAILED_VALIDATION = "failed validation"  # exported, but its verdict is outside tolerance
+ROW_FAILED = "failed"  # no file to measure (the export crashed, or the file is gone)
+NOT_VALIDATED = "not validated"  # exported, no verdict (no evaluation images, or no runtime here)
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "coremltools", "numpy")
+KERAS_RUNTIME = "TensorFlow/Keras, model called eagerly through its Predictor (TensorFlow's own thread pool)"
 
 
 def library_versions() -> dict[str, str]:
@@ -39,14 +42,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-RUNTIMES = {
-    "keras": "TensorFlow/Keras, model called eagerly through its Predictor (TensorFlow's own thread pool)",
-    "tflite": "LiteRT Interpreter(num_threads=N) with its default XNNPACK delegate (Android's CPU path)",
-    "onnx": "ONNX Runtime CPUExecutionProvider, intra_op_num_threads=N, inter_op_num_threads=1",
-    "coreml": "Core ML through coremltools on macOS; elsewhere accuracy only, via export's reference executor",
-}
 
 
 def check_config(config: BenchConfig) -> None:
@@ -69,16 +64,7 @@ def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) 
     return path
 
 
-def mark_export_validation(row: dict, artifact: Artifact) -> None:
-    """A file `pocketml validate` failed stays failed here, even if this run's images happen to pass:
-    bench and validate must never tell a user opposite things about one file."""
-    if artifact.parity.status != "failed":
-        return
-    reason = f"export validation on {artifact.parity.images} images: {artifact.parity.reason}"
-    row.update(status=FAILED_VALIDATION, reason="; ".join(filter(None, [row["reason"], reason])))
-
-
-def new_row(name: str, fmt: str, precision: str, path: str) -> dict:
+def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dict:
     return {
         "name": name,
         "format": fmt,
@@ -94,6 +80,7 @@ def new_row(name: str, fmt: str, precision: str, path: str) -> dict:
         "accuracy": None,
         "accuracy_drop_points": None,
         "top1_agreement": None,
+        "flips": None,
         "max_abs_diff": None,
         "mean_abs_diff": None,
         "latency": {},
@@ -103,7 +90,24 @@ def new_row(name: str, fmt: str, precision: str, path: str) -> dict:
         "estimates": [],
         "recommended": [],
         "notes": [],
-        "runtime": RUNTIMES.get(fmt, "the format's Predictor"),
+        "runtime": runtime,
+    }
+
+
+def verdict_figures(artifact: Artifact) -> dict:
+    """A row's quality columns and status: the export's one verdict, copied, never recomputed."""
+    parity = artifact.parity
+    status = {PASSED: PASSED, FAILED_PARITY: FAILED_VALIDATION}.get(parity.status, NOT_VALIDATED)
+    return {
+        "status": status,
+        "reason": parity.reason,
+        "images": parity.images,
+        "accuracy": parity.accuracy,
+        "accuracy_drop_points": parity.accuracy_drop_points,
+        "top1_agreement": parity.top1_agreement,
+        "flips": parity.flips,
+        "max_abs_diff": parity.max_abs_diff,
+        "mean_abs_diff": parity.mean_abs_diff,
     }
 
 
@@ -112,15 +116,23 @@ def short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
-class Bench:
-    """The shared state of one run: the images, the Keras reference outputs, MACs and parameters."""
+def latency_image(manifest: ExportManifest, size: tuple[int, int]) -> np.ndarray:
+    """The frame latency is timed on: the first evaluation image (a real photo), else seeded noise."""
+    recorded = manifest.images.get("evaluation")
+    if recorded:
+        first = [p for p in ImageSet.from_dict(recorded).paths[:1] if p.is_file()]
+        if first:
+            return load_images(first, size)
+    return np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
 
-    def __init__(self, export_dir: Path, manifest: ExportManifest, evalset: quality.EvalSet, config: BenchConfig):
-        self.export_dir, self.manifest, self.evalset, self.config = export_dir, manifest, evalset, config
+
+class Bench:
+    """The shared state of one run: the frame latency is timed on, MACs and parameters."""
+
+    def __init__(self, export_dir: Path, manifest: ExportManifest, config: BenchConfig):
+        self.export_dir, self.manifest, self.config = export_dir, manifest, config
         self.size = tuple(int(x) for x in manifest.model["image_size"])
-        self.image = evalset.images[:1]  # batch 1: one camera frame
-        self.reference: np.ndarray | None = None
-        self.reference_accuracy: float | None = None
+        self.image = latency_image(manifest, self.size)  # batch 1: one camera frame
         self.macs: int | None = None
         self.params: int | None = None
         self.devices = estimates.load_devices()
@@ -135,7 +147,11 @@ class Bench:
     # -- the Keras baseline -------------------------------------------------------------
     def keras_row(self) -> dict:
         path = keras_path(self.export_dir, self.manifest, self.config)
-        row = new_row("keras", "keras", "fp32", str(path) if path else "")
+        row = new_row("keras", "keras", "fp32", str(path) if path else "", KERAS_RUNTIME)
+        reference = next((a.parity for a in self.manifest.artifacts if a.parity.reference_accuracy is not None), None)
+        if reference is not None:
+            row.update(accuracy=reference.reference_accuracy, images=reference.images, top1_agreement=1.0,
+                       flips=0, max_abs_diff=0.0, mean_abs_diff=0.0, accuracy_drop_points=0.0)
         if path is None or not path.exists():
             row.update(status=ROW_FAILED, reason=f"Keras original not found ({path}); pass --model MODEL.keras")
             return row
@@ -144,55 +160,35 @@ class Bench:
 
             predictor = load_keras_predictor(path, self.size)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
-            self.reference = predictor.predict(self.evalset.images)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
             row.update(status=ROW_FAILED, reason=short_reason(exc))
             return row
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
-        row.update(quality.quality(self.reference, self.reference, self.evalset.targets))
-        self.reference_accuracy = row["accuracy"]
-        self.time_predictor(row, predictor)
+        self.time_runs(row, {"tf-default": predictor})
         self.measure_memory(row, "keras", path)
         return row
 
     # -- one exported artifact ----------------------------------------------------------
     def artifact_row(self, artifact: Artifact) -> dict:
-        row = new_row(artifact.name, artifact.format, artifact.precision, artifact.path)
+        module = format_module(artifact.format)
+        row = new_row(artifact.name, artifact.format, artifact.precision, artifact.path, module.RUNTIME)
         path = self.export_dir / artifact.path
-        if artifact.status == FAILED:
+        if artifact.status != EXPORTED:
             row.update(status=ROW_FAILED, reason=f"export failed: {artifact.reason}")
             return row
         if not path.exists():
             row.update(status=ROW_FAILED, reason=f"file {artifact.path} is missing from {self.export_dir}")
             return row
+        row.update(verdict_figures(artifact))
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
         row["estimates"] = estimates.device_estimates(artifact.format, artifact.precision, self.macs, self.devices)
-        predictor = self.measure_quality(row, artifact.format, path)
-        if row["status"] == ROW_FAILED:
+        unavailable = module.latency_unavailable()
+        if unavailable:
+            row["latency_note"] = unavailable
             return row
-        mark_export_validation(row, artifact)
-        self.time_artifact(row, artifact.format, path, predictor)
+        self.time_artifact(row, module, path)
         self.measure_memory(row, artifact.format, path)
         return row
-
-    def measure_quality(self, row: dict, fmt: str, path: Path) -> Any:
-        from export.registry import format_module
-
-        try:
-            predictor = format_module(fmt).load(path)
-            probs = predictor.predict(self.evalset.images)
-        except RuntimeUnavailable as exc:
-            row.update(status=SKIPPED, reason=latency.NO_COREML if fmt == "coreml" else str(exc))
-            return None
-        except Exception as exc:  # a runtime crash on this file: recorded, the run goes on
-            row.update(status=ROW_FAILED, reason=short_reason(exc))
-            return None
-        row.update(quality.quality(probs, self.reference, self.evalset.targets))
-        row["accuracy_drop_points"] = quality.accuracy_drop_points(row["accuracy"], self.reference_accuracy)
-        failures = quality.tolerance_failures(row["precision"], row, self.reference_accuracy)
-        if failures:
-            row.update(status=FAILED_VALIDATION, reason="; ".join(failures))
-        return predictor
 
     # -- latency --------------------------------------------------------------------------
     def timed(self, run: latency.Run, threads: int | str) -> dict:
@@ -202,43 +198,35 @@ class Bench:
         figures["overhead_ok"] = latency.overhead_ok(figures, c.max_overhead_pct)
         return figures
 
-    def time_artifact(self, row: dict, fmt: str, path: Path, predictor: Any) -> None:
-        if fmt == "coreml" and platform.system() != "Darwin":
-            row["latency_note"] = latency.NO_COREML
-            return
-        if fmt not in ("tflite", "onnx"):
-            if predictor is not None:
-                self.time_predictor(row, predictor)
+    def time_artifact(self, row: dict, module: Any, path: Path) -> None:
+        """One predictor per thread count, set up by the format module exactly as predict sets it up."""
+        if not module.THREADED:  # e.g. Core ML schedules its own compute units
+            self.time_runs(row, {"runtime-default": module.load(path)})
             return
         for threads in self.config.threads:
             try:
-                row["latency"][str(threads)] = self.timed(latency.runtime_runner(fmt, path, self.image, threads), threads)
+                self.time_runs(row, {str(threads): module.load(path, threads=threads)})
             except Exception as exc:  # one thread setting failing must not hide the others
                 row["notes"].append(f"latency at {threads} threads failed: {short_reason(exc)}")
-        self.flag_overhead(row)
 
-    def time_predictor(self, row: dict, predictor: Any) -> None:
-        """Runtimes timed through their Predictor keep their own thread pool (TensorFlow's, Core ML's)."""
-        key = "tf-default" if row["format"] == "keras" else "runtime-default"
-        try:
-            row["latency"][key] = self.timed(latency.predictor_runner(predictor, self.image), key)
-        except Exception as exc:  # the row keeps its quality figures
-            row["notes"].append(f"latency failed: {short_reason(exc)}")
+    def time_runs(self, row: dict, predictors: dict[str, Any]) -> None:
+        for key, predictor in predictors.items():
+            try:
+                row["latency"][key] = self.timed(predictor.invoker(self.image), key)
+            except Exception as exc:  # the row keeps its quality figures
+                row["notes"].append(f"latency at {key} failed: {short_reason(exc)}")
         self.flag_overhead(row)
 
     def flag_overhead(self, row: dict) -> None:
         for key, figures in row["latency"].items():
-            if not figures["overhead_ok"]:
-                row["notes"].append(
-                    f"harness overhead {figures['overhead_pct']:.1f}% at {key} threads exceeds "
-                    f"{self.config.max_overhead_pct:g}%: the call is too short for per-call timing to be exact"
-                )
+            note = (f"harness overhead {figures['overhead_pct']:.1f}% at {key} threads exceeds "
+                    f"{self.config.max_overhead_pct:g}%: the call is too short for per-call timing to be exact")
+            if not figures["overhead_ok"] and note not in row["notes"]:
+                row["notes"].append(note)
 
     # -- memory -----------------------------------------------------------------------------
     def measure_memory(self, row: dict, fmt: str, path: Path) -> None:
         if not self.config.measure_memory:
-            return
-        if fmt == "coreml" and platform.system() != "Darwin":
             return
         try:
             row["memory"] = cost.peak_memory(fmt, path, self.size, self.config.memory_runs)
@@ -271,9 +259,9 @@ def max_overhead(rows: list[dict]) -> float | None:
     return max(values) if values else None
 
 
-def bench(export_dir: str | Path, data: str | Path, out_dir: str | Path, config: BenchConfig | None = None) -> dict:
-    """Measure every artifact in `export_dir` on `data`; write results.json/csv and report.html to
-    `out_dir`, mark the recommended artifacts in the export manifest, return the results.
+def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | None = None) -> dict:
+    """Measure every artifact in `export_dir`; write results.json/csv, report.html and
+    recommendations.json to `out_dir` (the bench stage's own directory); return the results.
     """
     config = config or BenchConfig()
     check_config(config)
@@ -282,39 +270,39 @@ def bench(export_dir: str | Path, data: str | Path, out_dir: str | Path, config:
     manifest = ExportManifest.load(export_dir)
     if "labels" not in manifest.model or "image_size" not in manifest.model:
         raise PocketMLError(f"{export_dir}/manifest.json has no model labels/image_size; re-run `pocketml export`")
-    size = tuple(int(x) for x in manifest.model["image_size"])
-    evalset = quality.evaluation_set(data, list(manifest.model["labels"]), size, config.max_images)
-    run = Bench(export_dir, manifest, evalset, config)
-    rows: list[dict] = []
-    with progress() as bar:
-        task = bar.add_task("bench", total=len(manifest.artifacts) + 1)
-        rows.append(timed_row(run.keras_row))
-        bar.advance(task)
-        for artifact in manifest.artifacts:
-            bar.update(task, description=f"bench {artifact.name}")
-            run.probe_peaks()
-            rows.append(timed_row(run.artifact_row, artifact))
+    with library_output(out_dir):
+        run = Bench(export_dir, manifest, config)
+        rows: list[dict] = []
+        with progress() as bar:
+            task = bar.add_task("bench", total=len(manifest.artifacts) + 1)
+            rows.append(timed_row(run.keras_row))
             bar.advance(task)
-    run.probe_peaks()
-    peaks = run.peaks
-    add_throughput(rows, peaks)
-    choices = recommend.choose(rows, manifest, config.budget_points, config.recommend_by, config.min_agreement)
-    notes = recommend.mark_manifest(export_dir, manifest, choices)
+            for artifact in manifest.artifacts:
+                bar.update(task, description=f"bench {artifact.name}")
+                run.probe_peaks()
+                rows.append(timed_row(run.artifact_row, artifact))
+                bar.advance(task)
+        run.probe_peaks()
+    add_throughput(rows, run.peaks)
+    choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement)
     for row in rows:
-        row["recommended"] = sorted(p for p, c in choices.items() if c["artifact"] == row["name"])
+        row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
+    evaluation = manifest.images.get("evaluation") or {}
     results = {
         "export_dir": str(export_dir),
-        "data": {"source": evalset.source, "split": evalset.split, "images": int(len(evalset.images))},
+        "data": {"source": evaluation.get("source"), "split": evaluation.get("split"),
+                 "images": evaluation.get("count", 0)},
         "machine": machine_info(),
         "libraries": library_versions(),
         "config": asdict(config),
-        "peak_gflops": peaks,
+        "peak_gflops": run.peaks,
         "rows": rows,
-        "recommendations": choices,
-        "notes": notes,
+        "recommendations": {c.platform: {"artifact": c.artifact, "reason": c.reason} for c in choices},
+        "notes": [],
         "harness_overhead_pct_max": max_overhead(rows),
         "seconds": time.time() - started,
     }
     report.write_all(results, out_dir)
+    save_recommendations(out_dir, choices)
     report.print_summary(results)
     return results

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from pocketml.errors import PocketMLError
-
 
 def thread_list(text: str) -> list[int]:
     try:
@@ -20,17 +18,17 @@ def thread_list(text: str) -> list[int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="measure every exported file: accuracy, agreement, latency, size, memory; recommend one per platform",
-        description="Benchmark every artifact of an export directory against the Keras original.",
+        help="measure every exported file: latency, size, memory beside its verdict; recommend one per platform",
+        description="Benchmark every artifact of an export directory beside the Keras original: the verdict the "
+        "export recorded (accuracy, agreement on the evaluation images) plus latency, size and memory measured here.",
     )
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="a directory written by `pocketml export`")
-    p.add_argument("--data", required=True, help="dataset directory or ImageFolder (test split, else val, else all)")
-    p.add_argument("--out", required=True, help="where results.json, results.csv and report.html go")
+    p.add_argument("--out", required=True,
+                   help="where results.json, results.csv, report.html and recommendations.json go")
     p.add_argument("--threads", type=thread_list, default=None, help="CPU thread counts to time, e.g. 1,4 (default)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timed runs per artifact and thread count")
     p.add_argument("--budget-points", type=float, default=None, help="accuracy drop allowed for a recommendation")
     p.add_argument("--model", default=None, help="the Keras original (default: the manifest's model.source)")
-    p.add_argument("--max-images", type=int, default=None, help="images used for accuracy (default 500)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess per artifact")
     p.set_defaults(func=run_bench)
 
@@ -45,10 +43,6 @@ def config_from_args(args: argparse.Namespace):
         config.min_time_s = args.min_time
     if args.budget_points is not None:
         config.budget_points = args.budget_points
-    if args.max_images is not None:
-        if args.max_images < 1:
-            raise PocketMLError(f"--max-images {args.max_images} is not accepted; give 1 or more")
-        config.max_images = args.max_images
     if args.model is not None:
         config.keras_model = args.model
     config.measure_memory = not args.no_memory
@@ -58,6 +52,6 @@ def config_from_args(args: argparse.Namespace):
 def run_bench(args: argparse.Namespace) -> int:
     from benchmarks.bench import bench
 
-    bench(args.export_dir, args.data, args.out, config_from_args(args))
-    print(f"wrote {args.out}/results.json, results.csv, report.html")
+    bench(args.export_dir, args.out, config_from_args(args))
+    print(f"wrote {args.out}/results.json, results.csv, report.html, recommendations.json")
     return 0

@@ -32,17 +32,24 @@ def main() -> None:
     import numpy as np
 
     from benchmarks.common import machine_info, print_result
+    from export import coreml
     from export.coreml_reference import load_reference
-    from tests.export.coreml_convert import build_backbone_classifier, convert_keras
+    from pocketml.spec import ModelSpec
+    from training.backbones import Weights, build_backbone, get_backbone
+    from training.model import build_classifier
 
-    model = build_backbone_classifier("mobilenet_v2", size=SIZE, alpha=1.0)
+    # Built as `pocketml train` builds it and converted by the exporter's own module.
+    backbone = get_backbone("mobilenet_v2")
+    network = build_backbone(backbone, SIZE, 1.0, Weights("none"))
+    model = build_classifier(network, backbone.normalization, num_classes=2, dropout=0.0)
+    spec = ModelSpec(labels=("a", "b"), image_size=(SIZE, SIZE))
     image = np.random.default_rng(0).integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.uint8)
     keras_s = seconds_per_call(lambda: model.predict(image.astype(np.float32), verbose=0))
     figures = {"keras_s": round(keras_s, 4)}
     with tempfile.TemporaryDirectory() as tmp:
         for precision in ("fp32", "fp16"):
             path = Path(tmp) / f"mnv2_{precision}.mlpackage"
-            convert_keras(model, ["a", "b"], path, precision, "iOS16")
+            coreml.convert(model, spec, precision, path, None, minimum_deployment_target="iOS16")
             predictor = load_reference(path)
             seconds = seconds_per_call(lambda p=predictor: p.predict(image))
             figures[f"reference_{precision}_s"] = round(seconds, 4)

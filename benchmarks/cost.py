@@ -92,14 +92,14 @@ def status_kb(key):
     raise KeyError(key)
 
 # Import the runtime itself before the reset: a library's import is not the model's memory.
-runtime = {"keras": "keras", "tflite": "ai_edge_litert.interpreter", "onnx": "onnxruntime"}.get(fmt)
-if runtime:
-    __import__(runtime)
 if fmt == "keras":
+    __import__("keras")
     from export.keras_model import load_keras_predictor as load
 else:
     from export.registry import format_module
-    load = format_module(fmt).load
+    module = format_module(fmt)
+    __import__(module.RUNTIME_MODULE)
+    load = module.load
 images = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
 try:
     with open("/proc/self/clear_refs", "w") as fh:

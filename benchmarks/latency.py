@@ -1,85 +1,20 @@
 """Batch-1 latency the way a phone app runs a model: one camera frame at a time.
 
-Each runtime is driven directly with an explicit thread count (LiteRT's Interpreter with its
-default XNNPACK delegate, which is Android's CPU path; ONNX Runtime's CPU provider), so the timed
-call is the runtime's own work. Timed runs alternate with blocks of the same call in a bare loop,
-which measures what the harness itself adds (timestamps, bookkeeping) on this very machine.
+The timed call is a Predictor's invoker (export/predictor.py): the runtime's own work on a prepared
+frame, set up by the format module with an explicit thread count exactly as predict sets it up.
+Timed runs alternate with blocks of the same call in a bare loop, which measures what the harness
+itself adds (timestamps, bookkeeping) on this very machine.
 """
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pocketml.errors import RuntimeUnavailable
-
 Run = Callable[[], Any]
-
-NO_COREML = "n/a: no Core ML runtime on Linux" if platform.system() == "Linux" else "n/a: no Core ML runtime here"
-
-
-def _tflite_input(image: np.ndarray, detail: dict) -> np.ndarray:
-    """`image` (uint8 RGB) in the tensor's dtype; integer inputs are quantised with the tensor's scale."""
-    dtype = detail["dtype"]
-    scale, zero = detail["quantization"]
-    if np.issubdtype(dtype, np.integer) and scale:
-        info = np.iinfo(dtype)
-        return np.clip(np.round(image / scale + zero), info.min, info.max).astype(dtype)
-    return image.astype(dtype)
-
-
-def tflite_runner(path: Path, image: np.ndarray, threads: int) -> Run:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    x = _tflite_input(image, inp)
-    index, out_index = inp["index"], out["index"]
-
-    def run() -> Any:
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(out_index)
-
-    return run
-
-
-ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
-
-
-def onnx_runner(path: Path, image: np.ndarray, threads: int) -> Run:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1  # one image, one graph: parallelism comes from intra-op threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    x = image.astype(ONNX_DTYPES.get(inp.type, np.float32))
-    if len(inp.shape) == 4 and inp.shape[1] == 3 and inp.shape[-1] != 3:
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # a channels-first graph
-    feed = {inp.name: x}
-    return lambda: session.run(None, feed)
-
-
-def predictor_runner(predictor: Any, image: np.ndarray) -> Run:
-    """Any Predictor (the Keras original, Core ML on macOS): its own threading, its own wrapper."""
-    return lambda: predictor.predict(image)
-
-
-def runtime_runner(fmt: str, path: Path, image: np.ndarray, threads: int) -> Run:
-    if fmt == "tflite":
-        return tflite_runner(path, image, threads)
-    if fmt == "onnx":
-        return onnx_runner(path, image, threads)
-    raise RuntimeUnavailable(f"no direct runtime with a thread setting for {fmt}")
-
 
 def summary_ms(samples_ns: np.ndarray) -> dict:
     ms = samples_ns / 1e6

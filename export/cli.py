@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pocketml.artifact import FORMATS, PRECISIONS
+from export.registry import format_names
+from pocketml.artifact import PRECISIONS
 
 
 def _names(text: str | None) -> list[str]:
@@ -34,20 +35,26 @@ def _requested(args: argparse.Namespace):
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
-        help="convert a Keras classifier to TFLite, Core ML and ONNX app bundles, checked against the original",
-        description="Convert MODEL (.keras or .h5 file, SavedModel directory, or a directory with model.keras + spec.json) into "
-        "DIR/android, DIR/ios, DIR/onnx and DIR/manifest.json, then validate every file against MODEL.",
+        help="convert a Keras classifier to TFLite, Core ML and ONNX, each judged against the original",
+        description="Convert MODEL (.keras or .h5 file, SavedModel directory, or a directory with model.keras + "
+        "spec.json) into one file per "
+        "format and precision under DIR, judge each against MODEL on held-out images, and record everything in "
+        "DIR/manifest.json. Calibration images come from a train split, evaluation images from test/val, never both.",
     )
     export.add_argument("model", type=Path, metavar="MODEL", help=".keras/.h5 file, SavedModel dir, or dir holding model.keras")
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="export directory")
     export.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line (replaces spec.json's)")
-    export.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated; default {','.join(FORMATS)}")
+    export.add_argument("--formats", default=",".join(format_names()),
+                        help=f"comma-separated; default {','.join(format_names())}")
     export.add_argument(
         "--precisions", default="", help=f"comma-separated, from {','.join(PRECISIONS)}; default: all that apply"
     )
-    export.add_argument("--calibration", type=Path, metavar="DIR", help="images for int8 calibration (ImageFolder or flat)")
+    export.add_argument("--calibration", type=Path, metavar="DIR",
+                        help="int8 calibration images: the train split of DIR (a folder without splits: any of it)")
     export.add_argument("--image-size", metavar="N|HxW", help="input size, for models whose input is dynamic")
-    export.add_argument("--images", type=Path, metavar="PATH", help="validation images (default: the calibration images)")
+    export.add_argument("--images", type=Path, metavar="PATH",
+                        help="evaluation images: the test (else val) split of PATH; default: the held-out split of "
+                        "--calibration. Without --calibration, PATH's train split calibrates")
     export.add_argument("--min-ios", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
     export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")
     _add_preprocess_flags(export)
@@ -56,10 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate = subparsers.add_parser(
         "validate",
         help="compare every exported file with the Keras original; tolerance by precision",
-        description="Run the Keras original and every artifact in DIR on the same images and record parity in DIR/manifest.json.",
+        description="Judge every artifact in DIR against the Keras original again (the evaluation images the export "
+        "recorded, or --images) and record the verdicts in DIR/manifest.json.",
     )
     validate.add_argument("export_dir", type=Path, metavar="DIR", help="directory written by `pocketml export`")
-    validate.add_argument("--images", type=Path, metavar="PATH", help="dataset dir or ImageFolder (its test/val split)")
+    validate.add_argument("--images", type=Path, metavar="PATH",
+                          help="judge on the test/val split of PATH instead of the evaluation images the export recorded")
     validate.add_argument("--strict", action="store_true", help="exit 1 when any artifact is outside tolerance")
     validate.set_defaults(func=run_validate)
 
@@ -80,6 +89,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--image-size", metavar="N|HxW", help="input size, for Keras models whose input is dynamic")
     _add_preprocess_flags(predict)
     predict.set_defaults(func=run_predict)
+
+    package = subparsers.add_parser(
+        "package",
+        help="assemble ios/, android/, onnx/ app bundles from an export (and bench's recommendation)",
+        description="Copy (hard-link) every file that passed validation into one folder per platform under OUT, "
+        "the recommended one first, with labels, a manifest excerpt (bundle.json) and a README with a usage snippet.",
+    )
+    package.add_argument("export_dir", type=Path, metavar="EXPORT_DIR", help="directory written by `pocketml export`")
+    package.add_argument("--bench", type=Path, metavar="BENCH_DIR", help="directory written by `pocketml bench`")
+    package.add_argument("--out", type=Path, required=True, metavar="BUNDLES_DIR", help="where the bundles go")
+    package.set_defaults(func=run_package)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -120,7 +140,16 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load(args.model, labels=args.labels, image_size=args.image_size, preprocess=_requested(args))
     suffix = args.out.suffix.lower().lstrip(".") if args.out else ""
     style = "json" if args.json else "csv" if args.csv else suffix if suffix in ("json", "csv") else "text"
+    for note in model.notes:
+        err_console.print(f"note: {note}", style="yellow", markup=False)
     rows = run(model, args.images, top=args.top, style=style, out=args.out)
-    where = f"; wrote {args.out}" if args.out else ""
-    err_console.print(table(f"predict: {len(rows)} images, top-1 label{where}", ("label", "images"), summary_rows(rows)))
+    err_console.print(table("top-1 labels", ("label", "images"), summary_rows(rows)))
+    err_console.print(f"predicted {len(rows)} images with {args.model}" + (f"; wrote {args.out}" if args.out else ""))
+    return 0
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from export.package import package
+
+    package(args.export_dir, args.out, args.bench)
     return 0

@@ -23,6 +23,25 @@ FORMAT = "coreml"
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp32", "fp16", "int8-weights", "palettized-6bit")
 NEEDS_CALIBRATION: frozenset[str] = frozenset()
+PLATFORM = "ios"
+TITLE = "iOS (Core ML)"
+LABELS_BESIDE = False  # the classifier output carries the labels inside the package
+RUNTIME = "Core ML through coremltools on macOS; elsewhere accuracy only, via pocketml's reference executor"
+THREADED = False  # its runtime takes a CPU thread count (bench times each count)
+RUNTIME_MODULE = "coremltools"
+SNIPPET = """```swift
+import CoreML
+import Vision
+
+// Drag {file} into Xcode; it generates a class with the package's name.
+let model = try VNCoreMLModel(for: MLModel(contentsOf: {class_name}.urlOfModelInThisBundle))
+let request = VNCoreMLRequest(model: model) {{ request, _ in
+    guard let best = (request.results as? [VNClassificationObservation])?.first else {{ return }}
+    print(best.identifier, best.confidence)
+}}
+request.imageCropAndScaleOption = .centerCrop  // the model was trained on centre crops
+try VNImageRequestHandler(cvPixelBuffer: pixelBuffer).perform([request])
+```"""
 
 DEFAULT_TARGET = "iOS16"  # the first iOS whose Core ML runs compressed (constexpr) weights
 TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment targets
@@ -203,22 +222,35 @@ class CoreMLPredictor:
         self._probabilities = model_spec.description.predictedProbabilitiesName
         self.model = ct.models.MLModel(str(path))
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def invoker(self, image: np.ndarray):
+        """One Core ML prediction on `image` (batch 1), the pixel buffer built once."""
         from PIL import Image
 
-        images = check_images(images, self.input_size)
         # A Core ML image input is 8-bit per channel: float pixels are rounded as a camera frame would be.
-        pixels = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+        pixels = np.clip(np.rint(check_images(image, self.input_size)[0]), 0, 255).astype(np.uint8)
+        feed = {INPUT_NAME: Image.fromarray(pixels, "RGB")}
+        model = self.model
+        return lambda: model.predict(feed)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = check_images(images, self.input_size)
         rows = []
-        for pixel_array in pixels:
-            out = self.model.predict({INPUT_NAME: Image.fromarray(pixel_array, "RGB")})
-            by_label = out[self._probabilities]
+        for image in images:
+            by_label = self.invoker(image[None])()[self._probabilities]
             rows.append([by_label[label] for label in self.spec.labels])
         return np.asarray(rows, dtype=np.float32)
 
 
-def load(path: Path):
-    """A Predictor for an .mlpackage: Core ML itself on macOS, the numpy reference executor elsewhere."""
+def latency_unavailable() -> str | None:
+    """Off macOS only the reference executor runs a package: its speed says nothing about a phone's."""
+    return None if sys.platform == "darwin" else f"n/a: no Core ML runtime on {sys.platform}"
+
+
+def load(path: Path, threads: int | None = None):
+    """A Predictor for an .mlpackage: Core ML itself on macOS, the numpy reference executor elsewhere.
+
+    `threads` is accepted for the common contract and ignored: Core ML schedules its own compute units.
+    """
     path = Path(path)
     if sys.platform == "darwin":
         return CoreMLPredictor(path)

@@ -693,12 +693,14 @@ class ReferencePredictor:
             pixels = pixels[..., ::-1]
         return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
 
+    def invoker(self, image: np.ndarray):
+        """One run of the program on `image` (batch 1)."""
+        feed = {self.image_name: self.image_feed(check_images(image, self.input_size)[0])}
+        return lambda: self.executor.run(feed, keep={self.probabilities_var})[self.probabilities_var]
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = check_images(images, self.input_size)
-        rows = []
-        for image in images:
-            values = self.executor.run({self.image_name: self.image_feed(image)}, keep={self.probabilities_var})
-            rows.append(np.asarray(values[self.probabilities_var], dtype=np.float32).reshape(-1))
+        rows = [np.asarray(self.invoker(image[None])(), dtype=np.float32).reshape(-1) for image in images]
         return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
 
 

@@ -1,9 +1,10 @@
-"""`export_model`: one Keras classifier -> every requested format x precision, as app bundles
-with a manifest, then checked against the original.
+"""`export_model`: one Keras classifier -> every requested format x precision in EXPORT_DIR, each
+judged once against the original on the evaluation images, all recorded in EXPORT_DIR/manifest.json.
 
-Bad input (model, labels, formats, precisions, calibration folder) fails before anything is
-written. A converter that crashes on one variant is recorded as `failed` with its reason and
-the other variants still export; each file appears only complete (pocketml.fsutil.atomic_output).
+Bad input (model, labels, formats, precisions, image folders) fails before anything is written. A
+converter that crashes on one variant is recorded as `failed` with its reason and the other
+variants still export; each file appears only complete (pocketml.fsutil.atomic_output). The export
+stage is the only writer of EXPORT_DIR: app bundles are assembled from it by `pocketml package`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,24 @@ from types import ModuleType
 
 import numpy as np
 
-from export.bundles import bundle_dir, write_bundle_labels, write_bundle_readmes
-from export.calibration import CalibrationSet, load_calibration
-from export.registry import format_module
+from export.judge import Judge, artifact_verdict, judge_for
+from export.keras_model import KerasPredictor
+from export.registry import Converted, check_formats, format_module, format_names
 from export.source import Source, load_source
-from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest
+from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, Parity
 from pocketml.configs.export import ExportConfig
-from pocketml.console import console, print_table, progress
+from pocketml.console import console, library_output, print_table, progress
+from pocketml.dataset import ImageSet, choose_images, load_images
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
 
-ARTIFACT_STEM = "model"  # android/model-fp16.tflite: stable names the bench stage and apps can rely on
+ARTIFACT_STEM = "model"  # tflite/model-fp16.tflite: stable names bench, package and apps rely on
 
 
 def format_modules(formats: list[str]) -> dict[str, ModuleType]:
     modules = {}
-    for fmt in formats:
+    for fmt in check_formats(formats or format_names()):
         try:
             modules[fmt] = format_module(fmt)
         except ModuleNotFoundError as exc:
@@ -43,7 +45,7 @@ def planned_variants(
     modules: dict[str, ModuleType], precisions: list[str], has_calibration: bool
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """(format, precision) pairs to export in order, and notes about precisions left out."""
-    offered = sorted({p for m in modules.values() for p in m.PRECISIONS}, key=PRECISIONS.index)
+    offered = sorted({p for m in modules.values() for p in m.PRECISIONS}, key=_precision_order)
     unknown = [p for p in precisions if p not in offered]
     if unknown:
         raise PocketMLError(
@@ -61,56 +63,75 @@ def planned_variants(
     return pairs, notes
 
 
-def artifact_path(fmt: str, module: ModuleType, precision: str) -> str:
+def _precision_order(precision: str) -> tuple[int, str]:
+    return (PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS), precision)
+
+
+def artifact_path(module: ModuleType, precision: str) -> str:
     """Path of a variant relative to the export directory."""
-    return f"{bundle_dir(Path(), fmt).as_posix()}/{ARTIFACT_STEM}-{precision}{module.SUFFIX}"
+    return f"{module.FORMAT}/{ARTIFACT_STEM}-{precision}{module.SUFFIX}"
 
 
-def _convert_options(module: ModuleType, config: ExportConfig) -> dict:
-    """Format-specific settings a module's convert() accepts by name (deployment target, opset)."""
-    wanted = {"minimum_deployment_target": config.minimum_deployment_target, "opset": config.opset}
+def _convert_options(module: ModuleType, config: ExportConfig, judge: Judge | None) -> dict:
+    """Settings a module's convert() accepts by name (deployment target, opset, the judge a
+    quantisation search uses)."""
+    wanted = {"minimum_deployment_target": config.minimum_deployment_target, "opset": config.opset, "judge": judge}
     accepted = inspect.signature(module.convert).parameters
     return {k: v for k, v in wanted.items() if k in accepted}
 
 
 def export_variant(
-    source: Source, module: ModuleType, precision: str, out_dir: Path, calibration: np.ndarray | None, config: ExportConfig
+    source: Source,
+    module: ModuleType,
+    precision: str,
+    out_dir: Path,
+    calibration: np.ndarray | None,
+    config: ExportConfig,
+    judge: Judge | None = None,
 ) -> Artifact:
     """One converted file, or an Artifact with status failed and the converter's reason."""
-    artifact = Artifact(format=module.FORMAT, precision=precision, path=artifact_path(module.FORMAT, module, precision))
+    artifact = Artifact(format=module.FORMAT, precision=precision, path=artifact_path(module, precision))
     target = out_dir / artifact.path
     start = time.perf_counter()
     try:
         with atomic_output(target) as tmp:
-            notes = module.convert(source.model, source.spec, precision, tmp, calibration, **_convert_options(module, config))
+            result = module.convert(source.model, source.spec, precision, tmp, calibration,
+                                    **_convert_options(module, config, judge))
     except Exception as exc:  # any converter crash is recorded for this variant; the others go on
         artifact.status = FAILED
         artifact.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
         artifact.parity.reason = "not exported"
         return artifact
+    converted = result if isinstance(result, Converted) else Converted(list(result or []))
     artifact.convert_seconds = round(time.perf_counter() - start, 3)
-    artifact.notes = list(notes or [])
+    artifact.notes, artifact.details = converted.notes, converted.details
     artifact.sha256 = sha256_file(target)
     artifact.bytes = tree_bytes(target)
     return artifact
 
 
-def model_record(source: Source, calibration: CalibrationSet | None, config: ExportConfig) -> dict:
-    """The manifest's `model` entry: the spec, where the original is, and which images calibrated it."""
+def model_record(source: Source, config: ExportConfig) -> dict:
+    """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
     return {
         **source.spec.to_dict(),
         "source": str(source.path.resolve()),
         "notes": source.notes,
-        "calibration": calibration.to_dict() if calibration else None,
         "minimum_deployment_target": config.minimum_deployment_target,
         "opset": config.opset,
     }
 
 
 def spec_from_record(model: dict) -> ModelSpec:
-    """The ModelSpec inside a manifest's `model` entry (its extra keys: source, notes, calibration...)."""
+    """The ModelSpec inside a manifest's `model` entry (its extra keys: source, notes...)."""
     fields = set(ModelSpec.__dataclass_fields__)
     return ModelSpec.from_dict({k: v for k, v in model.items() if k in fields})
+
+
+def image_sets(config: ExportConfig) -> tuple[ImageSet | None, ImageSet | None]:
+    """Calibration and evaluation images as the config asks (evaluation only when validating)."""
+    calibration, evaluation = choose_images(config.calibration, config.validation_images,
+                                            config.calibration_images, config.evaluation_images)
+    return calibration, (evaluation if config.validate else None)
 
 
 def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | None = None) -> ExportManifest:
@@ -121,58 +142,63 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
         raise PocketMLError(f"--out {out_dir} is a file; give a directory (new or one written by `pocketml export`)")
     # Every check that can reject the input runs before the first write.
     modules = format_modules(config.formats)
-    source = load_source(model, labels=config.labels, image_size=config.image_size, preprocess=config.normalization)
-    calibration = (
-        load_calibration(config.calibration, source.spec.image_size, config.calibration_images)
-        if config.calibration is not None
-        else None
-    )
-    variants, skipped = planned_variants(modules, config.precisions, calibration is not None)
-    for note in [*source.notes, *skipped]:
-        console.print(f"note: {note}")
-
-    images = calibration.images if calibration is not None else None
-    manifest = ExportManifest(model=model_record(source, calibration, config))
-    with progress() as bar:
-        task = bar.add_task("export", total=len(variants))
-        for fmt, precision in variants:
-            bar.update(task, description=f"export {fmt} {precision}")
-            manifest.artifacts.append(export_variant(source, modules[fmt], precision, out_dir, images, config))
-            bar.advance(task)
-    write_bundle_labels(out_dir, manifest)
-    write_bundle_readmes(out_dir, manifest)
-    manifest.save(out_dir)
-    print_export_summary(manifest)
-
-    if config.validate:
-        manifest = validate_after_export(out_dir, manifest, config)
+    calibration_set, evaluation_set = image_sets(config)
+    with library_output(out_dir):
+        source = load_source(model, labels=config.labels, image_size=config.image_size,
+                             preprocess=config.normalization)
+        size = source.spec.image_size
+        calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
+        variants, skipped = planned_variants(modules, config.precisions, calibration is not None)
+        for note in [*source.notes, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
+            console.print(f"note: {note}")
+        judge = None
+        if evaluation_set is not None:
+            judge = judge_for(evaluation_set, KerasPredictor(source.model, size), list(source.spec.labels))
+        manifest = ExportManifest(model=model_record(source, config), images={
+            "calibration": calibration_set.to_dict() if calibration_set else None,
+            "evaluation": evaluation_set.to_dict() if evaluation_set else None,
+        })
+        with progress() as bar:
+            task = bar.add_task("export", total=len(variants))
+            for fmt, precision in variants:
+                bar.update(task, description=f"export {fmt} {precision}")
+                artifact = export_variant(source, modules[fmt], precision, out_dir, calibration, config, judge)
+                artifact.parity = artifact_verdict(out_dir, artifact, judge)
+                manifest.artifacts.append(artifact)
+                bar.advance(task)
+        manifest.save(out_dir)
+    print_export_summary(manifest, judge)
     return manifest
 
 
-def validate_after_export(out_dir: Path, manifest: ExportManifest, config: ExportConfig) -> ExportManifest:
-    from export.validate import validate
-
-    if config.validation_images is None and manifest.model.get("calibration") is None:
-        console.print(f"note: not validated (no images); run `pocketml validate {out_dir} --images PATH`")
-        return manifest
-    manifest = validate(out_dir, images=config.validation_images)
-    write_bundle_readmes(out_dir, manifest)  # the READMEs show each file's parity status
-    return manifest
-
-
-def print_export_summary(manifest: ExportManifest) -> None:
+def print_export_summary(manifest: ExportManifest, judge: Judge | None = None) -> None:
+    if judge is not None:
+        console.print(f"verdicts on {len(judge.images)} evaluation images from {judge.where}")
     rows = [
         (
             a.name,
-            a.status,
+            a.status if a.status != EXPORTED else a.parity.status,
             round(a.bytes / 1e6, 3) if a.bytes else None,
             a.convert_seconds,
-            a.path if a.status == EXPORTED else a.reason,
+            _agreement(a.parity),
+            a.parity.max_abs_diff,
+            a.parity.accuracy_drop_points,
+            a.reason if a.status != EXPORTED else a.parity.reason,
         )
         for a in manifest.artifacts
     ]
-    print_table("export", ("artifact", "status", "MB", "convert s", "path / reason"), rows)
+    print_table("export", ("artifact", "verdict", "MB", "convert s", "agree", "max|dp|", "drop pts", "reason"), rows)
+    notes = {a.parity.note for a in manifest.artifacts if a.parity.note}
+    for note in sorted(notes):
+        console.print(f"note: {note}", style="yellow", markup=False)
     for artifact in manifest.artifacts:
         for note in artifact.notes:
             named = note.startswith(f"{artifact.format} {artifact.precision}")
             console.print(f"note: {note}" if named else f"note: {artifact.name}: {note}", style="yellow", markup=False)
+
+
+def _agreement(parity: Parity) -> str | None:
+    """'0.992 (1/125)': the rate and the flips behind it."""
+    if parity.top1_agreement is None:
+        return None
+    return f"{parity.top1_agreement:.3f} ({parity.flips}/{parity.images})"

@@ -22,10 +22,19 @@ BATCH = 32  # images per forward pass: bounded memory on a laptop, few Python ro
 class KerasPredictor:
     name = "keras"
 
-    def __init__(self, model: Any, input_size: tuple[int, int], spec: ModelSpec | None = None) -> None:
+    def __init__(
+        self, model: Any, input_size: tuple[int, int], spec: ModelSpec | None = None, notes: list[str] | None = None
+    ) -> None:
         self.model = model
         self.input_size = input_size
         self.spec = spec  # labels and preprocessing, when known
+        self.notes = notes or []  # what loading the model assumed or changed
+
+    def invoker(self, image: np.ndarray):
+        """One forward pass on `image` (batch 1), eagerly, as TensorFlow runs it with its own thread pool."""
+        x = check_images(image, self.input_size).astype(np.float32)
+        model = self.model
+        return lambda: model(x, training=False)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = check_images(images, self.input_size).astype(np.float32)
@@ -53,4 +62,4 @@ def load(
 ) -> KerasPredictor:
     """A Predictor with its spec (labels from spec.json or `labels`) for `pocketml predict`."""
     source = load_source(path, labels=labels, image_size=image_size, preprocess=preprocess)
-    return KerasPredictor(source.model, source.spec.image_size, source.spec)
+    return KerasPredictor(source.model, source.spec.image_size, source.spec, source.notes)

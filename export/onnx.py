@@ -23,6 +23,24 @@ FORMAT = "onnx"
 SUFFIX = ".onnx"
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 NEEDS_CALIBRATION = frozenset({"int8"})
+PLATFORM = "onnx"
+TITLE = "ONNX Runtime"
+LABELS_BESIDE = True  # metadata_props hold them too, but few ONNX Runtime users read those
+RUNTIME = "ONNX Runtime CPUExecutionProvider, intra_op_num_threads=N, inter_op_num_threads=1"
+THREADED = True  # its runtime takes a CPU thread count (bench times each count)
+RUNTIME_MODULE = "onnxruntime"
+SNIPPET = """```python
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
+labels = open("labels.txt", encoding="utf-8").read().splitlines()
+image = Image.open("photo.jpg").convert("RGB").resize(({width}, {height}))
+pixels = np.asarray(image, dtype=np.float32)[None]  # [1, H, W, 3] RGB 0..255; normalised inside the model
+probabilities = session.run(None, {{session.get_inputs()[0].name: pixels}})[0][0]
+print(labels[int(probabilities.argmax())], float(probabilities.max()))
+```"""
 
 OPSET = 17  # the default opset: ONNX Runtime Mobile and every current runtime execute it
 OPSETS = range(13, 19)  # 13: per-channel QDQ needs it; 18: the newest tf2onnx 1.17 writes
@@ -295,6 +313,12 @@ class OnnxPredictor:
         self.input_size = self.spec.image_size if self.spec else _static_input_size(self.session, path)
         self._input = self.session.get_inputs()[0].name
 
+    def invoker(self, image: np.ndarray):
+        """One session.run on `image` (batch 1), the feed built once."""
+        feed = {self._input: check_images(image, self.input_size).astype(np.float32)}
+        session = self.session
+        return lambda: session.run(None, feed)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = check_images(images, self.input_size).astype(np.float32, copy=False)
         batches = [
@@ -307,6 +331,10 @@ class OnnxPredictor:
 def load(path: Path, threads: int | None = None) -> OnnxPredictor:
     """A Predictor for an ONNX file; `threads` caps onnxruntime's intra-op threads (None: its default)."""
     return OnnxPredictor(Path(path), threads)
+
+
+def latency_unavailable() -> str | None:
+    return None  # ONNX Runtime's CPU provider runs wherever pocketml runs
 
 
 def _session(path: Path, threads: int | None):

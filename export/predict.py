@@ -53,6 +53,7 @@ class LabelledModel:
     labels: tuple[str, ...]
     path: Path
     format: str  # keras, tflite, onnx, coreml
+    notes: list[str] = field(default_factory=list)  # what loading it assumed (Keras models)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -95,7 +96,7 @@ def load(
         from export import keras_model
 
         predictor = keras_model.load(path, labels=labels, image_size=image_size, preprocess=preprocess)
-        return LabelledModel(predictor, predictor.spec.labels, path, "keras")
+        return LabelledModel(predictor, predictor.spec.labels, path, "keras", predictor.notes)
     if preprocess is not None or image_size is not None:
         raise PocketMLError(
             f"--preprocess, --mean/--std and --image-size apply to Keras models; {path.name} carries its input size "

@@ -1,10 +1,13 @@
 """The Predictor contract every runtime is wrapped in, so parity, accuracy and latency code is
-written once: predict(images uint8|float32 [N,H,W,3] RGB 0..255) -> float32 [N, classes].
+written once: predict(images uint8|float32 [N,H,W,3] RGB 0..255) -> float32 [N, classes], and
+invoker(image) -> a call that runs the runtime once on that prepared [1,H,W,3] image (what latency
+times: the runtime's own work, set up exactly as predict sets it up, threads included).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +24,8 @@ class Predictor(Protocol):
     input_size: tuple[int, int]  # (height, width)
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+    def invoker(self, image: np.ndarray) -> Callable[[], Any]: ...
 
 
 def check_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:

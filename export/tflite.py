@@ -19,6 +19,22 @@ FORMAT = "tflite"
 SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8", "int8-uint8io")
 NEEDS_CALIBRATION = frozenset({"int8", "int8-uint8io"})
+PLATFORM = "android"
+TITLE = "Android (TFLite / LiteRT)"
+LABELS_BESIDE = True  # the metadata carries them too, but plain Interpreter users read labels.txt
+RUNTIME = "LiteRT Interpreter(num_threads=N) with its default XNNPACK delegate (Android's CPU path)"
+THREADED = True  # its runtime takes a CPU thread count (bench times each count)
+RUNTIME_MODULE = "ai_edge_litert.interpreter"
+SNIPPET = """```kotlin
+// build.gradle: implementation("org.tensorflow:tensorflow-lite-task-vision:0.4.4")
+import org.tensorflow.lite.support.image.TensorImage
+import org.tensorflow.lite.task.vision.classifier.ImageClassifier
+
+val classifier = ImageClassifier.createFromFile(context, "{file}")  // copy into app/src/main/assets/
+val results = classifier.classify(TensorImage.fromBitmap(bitmap))  // labels come from the file's metadata
+val best = results[0].categories.maxByOrNull {{ it.score }}
+Log.i("pocketml", "${{best?.label}} ${{best?.score}}")
+```"""
 
 NOTES = {
     "fp16": "fp16 weights; runs in fp32 on CPU and fp16 on the GPU delegate",
@@ -90,11 +106,12 @@ def convert(model: Any, spec: ModelSpec, precision: str, out_path: Path, calibra
 class TFLitePredictor:
     """LiteRT interpreter behind the Predictor contract; quantised I/O is converted to and from float."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.name = f"tflite:{path.stem}"
-        self.interpreter = Interpreter(model_path=str(path))
+        # None keeps LiteRT's default; a count is what an app passes to Interpreter.Options.setNumThreads.
+        self.interpreter = Interpreter(model_path=str(path), num_threads=_threads(threads))
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -115,22 +132,41 @@ class TFLitePredictor:
         scale, zero_point = self.output["quantization"]
         return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
+    def invoker(self, image: np.ndarray):
+        """One interpreter call on `image` (batch 1), its input already quantised."""
+        x = self._quantised_input(check_images(image, self.input_size)[0])
+        interpreter, index, out_index = self.interpreter, self.input["index"], self.output["index"]
+
+        def run():
+            interpreter.set_tensor(index, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(out_index)
+
+        return run
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = check_images(images, self.input_size)
-        rows = []
-        for image in images:
-            self.interpreter.set_tensor(self.input["index"], self._quantised_input(image))
-            self.interpreter.invoke()
-            rows.append(self._float_output(self.interpreter.get_tensor(self.output["index"]))[0])
+        rows = [self._float_output(self.invoker(image[None])())[0] for image in images]
         classes = int(self.output["shape"][-1])
         return np.stack(rows) if rows else np.zeros((0, classes), dtype=np.float32)
 
 
-def load(path: str | Path) -> TFLitePredictor:
+def _threads(threads: int | None) -> int | None:
+    if threads is not None and threads < 1:
+        raise PocketMLError(f"threads must be >= 1; got {threads}")
+    return threads
+
+
+def load(path: str | Path, threads: int | None = None) -> TFLitePredictor:
+    """A Predictor for a .tflite file; `threads` sets the interpreter's CPU threads (None: LiteRT's default)."""
     path = Path(path)
     if not path.is_file():
         raise PocketMLError(f"{path} does not exist; give a .tflite file written by `pocketml export`")
-    return TFLitePredictor(path)
+    return TFLitePredictor(path, threads)
+
+
+def latency_unavailable() -> str | None:
+    return None  # LiteRT runs wherever pocketml runs
 
 
 def read_labels(path: str | Path) -> tuple[str, ...] | None:

@@ -1,23 +1,27 @@
-"""Artifact and the export manifest: the contract between export, validate, bench and apps.
+"""Artifact, its Parity verdict and the export manifest: the contract between export, bench, package and apps.
 
-`EXPORT_DIR/manifest.json`:
+`EXPORT_DIR/manifest.json` (written by the export stage only):
   {"model": {spec..., "source": path, "source_sha256": ...},
+   "images": {"calibration": ImageSet.to_dict() | null, "evaluation": ImageSet.to_dict() | null},
    "artifacts": [{"format", "precision", "path" (relative to EXPORT_DIR), "sha256", "bytes",
-                  "convert_seconds", "status", "reason", "notes", "parity": {...}, "recommended"}]}
+                  "convert_seconds", "status", "reason", "notes", "details", "parity": {...}}]}
+
+`BENCH_DIR/recommendations.json` (written by the bench stage only): one Recommendation per platform.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_json
 
 MANIFEST_FILE = "manifest.json"
+RECOMMENDATIONS_FILE = "recommendations.json"
 
-FORMATS = ("tflite", "coreml", "onnx")
 # Every precision name a format may produce. Each format module declares the subset it supports.
 PRECISIONS = (
     "fp32",
@@ -33,19 +37,57 @@ PRECISIONS = (
 EXPORTED = "exported"
 FAILED = "failed"  # the converter crashed; reason says why
 
+# Parity.status values
+PASSED, FAILED_PARITY, SKIPPED = "passed", "failed", "skipped"
+FEW_IMAGES = 300  # below this many evaluation images a verdict says it rests on few
+
+
+def accuracy_drop_points(accuracy: float | None, reference_accuracy: float | None) -> float | None:
+    """Percentage points of accuracy lost against the reference; the one definition of a drop.
+
+    Rounded: 0.96 - 0.95 is 1.0000000000000009 points in floating point, not over a 1-point budget.
+    """
+    if accuracy is None or reference_accuracy is None:
+        return None
+    return round(100 * (reference_accuracy - accuracy), 9)
+
+
+def agreement_interval(agreeing: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an agreement rate: honest at 0 or 1 flips, unlike p ± z·se."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = agreeing / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
 
 @dataclass
 class Parity:
-    """How an artifact's outputs compare with the Keras original on the same images."""
+    """How an artifact's outputs compare with the Keras original on the evaluation images: the
+    figures and the verdict against its precision's tolerance, computed once by the export stage."""
 
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
     top1_agreement: float | None = None
+    flips: int | None = None  # images whose top-1 class differs from Keras' (k of `images`)
+    agreement_low: float | None = None  # 95 % interval of the agreement rate (Wilson)
+    agreement_high: float | None = None
     accuracy: float | None = None
     reference_accuracy: float | None = None  # the Keras model's accuracy on the same images
     images: int = 0
-    status: str = "skipped"  # passed | failed | skipped
+    status: str = SKIPPED  # passed | failed | skipped
     reason: str | None = None
+    note: str | None = None  # e.g. that the verdict rests on fewer than FEW_IMAGES images
+
+    @property
+    def accuracy_drop_points(self) -> float | None:
+        return accuracy_drop_points(self.accuracy, self.reference_accuracy)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Parity:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
 
 @dataclass
@@ -59,20 +101,25 @@ class Artifact:
     bytes: int | None = None
     convert_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # format-specific facts (e.g. a quantisation search's ladder)
     parity: Parity = field(default_factory=Parity)
-    recommended: list[str] = field(default_factory=list)  # platforms this artifact is recommended for
 
     @property
     def name(self) -> str:
         return f"{self.format}-{self.precision}"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == EXPORTED and self.parity.status == PASSED
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Artifact:
-        data = dict(data)
-        data["parity"] = Parity(**(data.get("parity") or {}))
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["parity"] = Parity.from_dict(data.get("parity"))
         return cls(**data)
 
 
@@ -80,9 +127,10 @@ class Artifact:
 class ExportManifest:
     model: dict
     artifacts: list[Artifact] = field(default_factory=list)
+    images: dict = field(default_factory=dict)  # role -> ImageSet.to_dict(): which images calibrated, which judged
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "artifacts": [a.to_dict() for a in self.artifacts]}
+        return {"model": self.model, "images": self.images, "artifacts": [a.to_dict() for a in self.artifacts]}
 
     def save(self, export_dir: str | Path) -> Path:
         return atomic_write_json(Path(export_dir) / MANIFEST_FILE, self.to_dict())
@@ -94,9 +142,36 @@ class ExportManifest:
             raise PocketMLError(f"{export_dir} has no {MANIFEST_FILE}; pass a directory written by `pocketml export`")
         try:
             data = json.loads(path.read_text())
-            return cls(model=data["model"], artifacts=[Artifact.from_dict(a) for a in data["artifacts"]])
+            return cls(model=data["model"], artifacts=[Artifact.from_dict(a) for a in data["artifacts"]],
+                       images=data.get("images") or {})
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise PocketMLError(f"{path} is not a pocketml export manifest ({exc!r})") from exc
 
     def find(self, fmt: str, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.format == fmt and a.precision == precision), None)
+
+    def by_name(self, name: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.name == name), None)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The file to ship on one platform (artifact None: nothing qualified, and why)."""
+
+    platform: str
+    artifact: str | None  # Artifact.name
+    reason: str
+
+
+def save_recommendations(bench_dir: str | Path, recommendations: list[Recommendation]) -> Path:
+    return atomic_write_json(Path(bench_dir) / RECOMMENDATIONS_FILE, [asdict(r) for r in recommendations])
+
+
+def load_recommendations(bench_dir: str | Path) -> list[Recommendation]:
+    path = Path(bench_dir) / RECOMMENDATIONS_FILE
+    if not path.is_file():
+        raise PocketMLError(f"{bench_dir} has no {RECOMMENDATIONS_FILE}; pass a directory written by `pocketml bench`")
+    try:
+        return [Recommendation(**r) for r in json.loads(path.read_text())]
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise PocketMLError(f"{path} is not a pocketml recommendations file ({exc!r})") from exc

@@ -8,8 +8,9 @@ with images stored by content hash under `images/`. An ImageFolder is `ROOT/[spl
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,12 @@ def labels_of(records: Sequence[ImageRecord]) -> list[str]:
     return sorted({r.label for r in records if r.label is not None})
 
 
+HELD_OUT = ("test", "val")  # the splits a verdict is measured on, in order of preference
+CALIBRATION_COUNT = 200  # calibration images at most: enough for stable activation ranges
+EVALUATION_COUNT = 500  # evaluation images at most: bounds export and validation time on big splits
+SEED = 0  # every choice of images is seeded, so a rerun picks the same files
+
+
 def select_split(records: Sequence[ImageRecord], *preferred: str) -> list[ImageRecord]:
     """Records of the first split in `preferred` that has any; all records when none is split."""
     for split in preferred:
@@ -95,6 +102,141 @@ def select_split(records: Sequence[ImageRecord], *preferred: str) -> list[ImageR
     if all(r.split is None for r in records):
         return list(records)
     return []
+
+
+def bounded(records: Sequence[ImageRecord], limit: int) -> list[ImageRecord]:
+    """At most `limit` records, the same ones on every run, each label keeping its share (class
+    folders are sorted, so a prefix would be one class); the records keep their order."""
+    if len(records) <= limit:
+        return list(records)
+    rng = np.random.default_rng(SEED)
+    by_label: dict[str | None, list[int]] = {}
+    for index, record in enumerate(records):
+        by_label.setdefault(record.label, []).append(index)
+    quotas = _quotas({label: len(ix) for label, ix in by_label.items()}, limit)
+    picked = [int(i) for label, ix in by_label.items() for i in rng.choice(ix, size=quotas[label], replace=False)]
+    return [records[i] for i in sorted(picked)]
+
+
+def _quotas(sizes: dict, limit: int) -> dict:
+    """Per-label counts summing to `limit`, proportional to `sizes` (largest remainders round up),
+    at least one per label while the limit allows."""
+    total = sum(sizes.values())
+    exact = {label: limit * n / total for label, n in sizes.items()}
+    quotas = {label: min(sizes[label], max(1, int(share))) for label, share in exact.items()}
+    order = sorted(sizes, key=lambda label: exact[label] - int(exact[label]), reverse=True)
+    turn = 0
+    while sum(quotas.values()) < limit:  # limit < total, so some label always has room
+        label = order[turn % len(order)]
+        quotas[label] += quotas[label] < sizes[label]
+        turn += 1
+    while sum(quotas.values()) > limit:  # the one-per-label floor can overshoot with many small labels
+        quotas[max(quotas, key=lambda label: quotas[label])] -= 1
+    return quotas
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images chosen for one role, with where they came from: what a manifest records."""
+
+    role: str  # "calibration" (int8 activation ranges) | "evaluation" (every verdict)
+    source: str  # the folder they were drawn from
+    split: str  # train | val | test | all (a folder without splits) | rest (its images not used to calibrate)
+    records: tuple[ImageRecord, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [r.path for r in self.records]
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [r.label for r in self.records]
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "source": self.source, "split": self.split, "count": len(self),
+                "images": [str(r.path) for r in self.records], "labels": self.labels, "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageSet:
+        labels = data.get("labels") or [None] * len(data["images"])
+        records = tuple(ImageRecord(Path(p), label, data.get("split")) for p, label in zip(data["images"], labels, strict=True))
+        return cls(data["role"], data["source"], data["split"], records, tuple(data.get("notes") or ()))
+
+
+def choose_images(
+    calibration: str | Path | None,
+    evaluation: str | Path | None,
+    calibration_count: int = CALIBRATION_COUNT,
+    evaluation_count: int = EVALUATION_COUNT,
+) -> tuple[ImageSet | None, ImageSet | None]:
+    """The one choice of calibration and evaluation images every stage uses.
+
+    Calibration comes from the training split of `calibration` (a folder without splits: any of its
+    images); evaluation from the held-out split of `evaluation` (test, else val; a folder without
+    splits: all of it). A folder given for one role also serves the other: `calibration` alone is
+    evaluated on its held-out split (or, without splits, on its images not used to calibrate), and
+    `evaluation` alone calibrates on its train split when it has one. No evaluation image is a
+    calibration image, by path or by content, so an int8 file is never judged on what tuned it.
+    """
+    cal_records = read_records(calibration) if calibration is not None else None
+    eval_records = read_records(evaluation) if evaluation is not None else None
+    if cal_records is None and eval_records is not None and any(r.split == "train" for r in eval_records):
+        calibration, cal_records = evaluation, eval_records
+    cal_set = _calibration_set(calibration, cal_records, calibration_count) if cal_records is not None else None
+    if eval_records is None and cal_records is not None:
+        evaluation, eval_records = calibration, cal_records
+    if eval_records is None:
+        return cal_set, None
+    return cal_set, _evaluation_set(evaluation, eval_records, cal_set, evaluation_count)
+
+
+def evaluation_set(root: str | Path, calibration: ImageSet | None = None, count: int = EVALUATION_COUNT) -> ImageSet:
+    """Evaluation images of `root` (test, else val, else all of it), none of them in `calibration`."""
+    return _evaluation_set(root, read_records(root), calibration, count)
+
+
+def _calibration_set(root: str | Path, records: list[ImageRecord], count: int) -> ImageSet:
+    if any(r.split is not None for r in records):
+        chosen, split = [r for r in records if r.split == "train"], "train"
+        if not chosen:
+            raise PocketMLError(f"{root} has no train split to calibrate on; give a folder with train/ "
+                                "(or without splits) as --calibration")
+    else:
+        chosen, split = list(records), "all"
+    return ImageSet("calibration", str(root), split, tuple(bounded(chosen, count)))
+
+
+def _evaluation_set(root: str | Path, records: list[ImageRecord], cal_set: ImageSet | None, count: int) -> ImageSet:
+    split = next((s for s in HELD_OUT if any(r.split == s for r in records)), None)
+    if split is None and any(r.split is not None for r in records):
+        raise PocketMLError(f"{root} has no test or val split to evaluate on; give --images a folder with "
+                            "test/ or val/ (or without splits)")
+    chosen = [r for r in records if r.split == split] if split else list(records)
+    used = _fingerprints(cal_set.records) if cal_set is not None else set()
+    # Hashing every file of a large split would be slow: draw enough candidates to survive the filter.
+    candidates = bounded(chosen, count + (len(cal_set) if cal_set is not None else 0))
+    kept = [r for r in candidates if not used & _fingerprints([r])]
+    notes = []
+    if len(kept) < len(candidates):
+        notes.append(f"{len(candidates) - len(kept)} images left out of evaluation: they also calibrate")
+    if not kept:
+        raise PocketMLError(f"{root} has no images left to evaluate on once the calibration images are set "
+                            "aside; give --images held-out images (a test/ or val/ split)")
+    return ImageSet("evaluation", str(root), split or ("rest" if used else "all"), tuple(bounded(kept, count)),
+                    tuple(notes))
+
+
+def _fingerprints(records: Sequence[ImageRecord]) -> set[str]:
+    """Resolved path and content hash of each record: a copy of a calibration image is still one."""
+    found = set()
+    for record in records:
+        found.add(str(Path(record.path).resolve()))
+        found.add(hashlib.sha256(Path(record.path).read_bytes()).hexdigest())
+    return found
 
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:

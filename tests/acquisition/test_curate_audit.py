@@ -3,7 +3,7 @@ import json
 import pytest
 
 from acquisition.audit import audit
-from pocketml.cli import main
+from pocketml.app.cli import main
 from pocketml.configs.curate import CurateConfig
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file

@@ -7,7 +7,7 @@ from PIL import Image
 
 from acquisition.audit import audit
 from acquisition.curate import curate
-from pocketml.cli import main
+from pocketml.app.cli import main
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import MANIFEST_COLUMNS, read_records
 from pocketml.errors import PocketMLError

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +15,6 @@ import pytest
 from benchmarks import cost, estimates, latency, peak, recommend, report
 from benchmarks.bench import bench
 from benchmarks.cli import config_from_args, register
-from pocketml.artifact import Artifact, ExportManifest
 from pocketml.configs.bench import BenchConfig
 from pocketml.errors import PocketMLError
 
@@ -73,17 +72,20 @@ def test_latency_harness_stops_at_max_runs():
     assert figures["runs"] == 50
 
 
-def test_tflite_runner_times_the_real_interpreter(tflite_export_dir):
+def test_latency_times_the_format_modules_own_predictor_set_up(tflite_export_dir):
+    from export import coreml, tflite
+
     image = np.zeros((1, 96, 96, 3), dtype=np.uint8)
-    run = latency.runtime_runner("tflite", tflite_export_dir / "android" / "model-fp32.tflite", image, threads=1)
-    probs = run()
+    predictor = tflite.load(tflite_export_dir / "tflite" / "model-fp32.tflite", threads=1)
+    probs = predictor.invoker(image)()  # the bare interpreter call latency times
     assert probs.shape == (1, 2) and probs.sum() == pytest.approx(1.0, abs=1e-4)
-    with pytest.raises(PocketMLError, match="no direct runtime"):
-        latency.runtime_runner("coreml", Path("x.mlpackage"), image, threads=1)
+    np.testing.assert_allclose(probs, predictor.predict(image), atol=1e-6)
+    expected = None if sys.platform == "darwin" else f"n/a: no Core ML runtime on {sys.platform}"
+    assert coreml.latency_unavailable() == expected
 
 
 def test_peak_memory_in_a_fresh_process(tflite_export_dir):
-    path = tflite_export_dir / "android" / "model-fp32.tflite"
+    path = tflite_export_dir / "tflite" / "model-fp32.tflite"
     memory = cost.peak_memory("tflite", path, (96, 96), runs=2)
     assert memory["exact"] and memory["peak_rss_mb"] > memory["baseline_rss_mb"] > 0
     assert 0 < memory["peak_delta_mb"] < 500
@@ -112,12 +114,18 @@ def test_pareto_front_keeps_only_undominated_points():
     assert [p[2] for p in report.pareto_front(points)] == ["d", "b", "a"]
 
 
-def _row(name: str, drop: float | None, p50: float | None, size: int, agreement: float = 1.0) -> dict:
+def _row(name: str, drop: float | None, p50: float | None, size: int, agreement: float = 1.0,
+         status: str = "passed") -> dict:
     fmt, precision = name.split("-", 1)
     latency_figures = {"4": {"p50_ms": p50, "threads": 4}} if p50 is not None else {}
     accuracy = None if drop is None else 0.9 - drop / 100
-    return {"name": name, "format": fmt, "precision": precision, "status": "passed", "accuracy": accuracy,
-            "accuracy_drop_points": drop, "top1_agreement": agreement, "latency": latency_figures, "bytes": size}  # fmt: skip
+    return {"name": name, "format": fmt, "precision": precision, "status": status, "accuracy": accuracy,
+            "accuracy_drop_points": drop, "top1_agreement": agreement, "latency": latency_figures, "bytes": size,
+            "images": 100}  # fmt: skip
+
+
+def choices(rows, budget_points=1.0, by="latency") -> dict:
+    return {c.platform: c for c in recommend.choose(rows, budget_points, by)}
 
 
 def test_recommendation_within_budget_fastest_then_smallest():
@@ -129,64 +137,57 @@ def test_recommendation_within_budget_fastest_then_smallest():
         _row("tflite-fp16", 0.0, 5.1, 2_000_000),
         _row("onnx-fp32", 0.0, 8.0, 4_000_000, agreement=0.9),
     ]
-    manifest = ExportManifest(model={}, artifacts=[Artifact(r["format"], r["precision"], "x") for r in rows[1:]])
-    choices = recommend.choose(rows, manifest, budget_points=1.0, by="latency")
-    assert choices["android"]["artifact"] == "tflite-int8"  # int8-dynamic is faster but over budget
-    assert choices["onnx"]["artifact"] is None and "agreement" in choices["onnx"]["reason"]
-    assert choices["ios"]["artifact"] is None
-    assert recommend.choose(rows, manifest, budget_points=0.2, by="latency")["android"]["artifact"] == "tflite-fp16"
-    assert recommend.choose(rows, manifest, budget_points=0.2, by="size")["android"]["artifact"] == "tflite-fp16"
+    chosen = choices(rows)
+    assert chosen["android"].artifact == "tflite-int8"  # int8-dynamic is faster but over budget
+    assert chosen["onnx"].artifact is None and "agreement" in chosen["onnx"].reason
+    assert chosen["ios"].artifact is None
+    assert choices(rows, 0.2)["android"].artifact == "tflite-fp16"
+    assert choices(rows, 0.2, "size")["android"].artifact == "tflite-fp16"
 
 
-def test_ios_recommendation_may_rest_on_validate_parity():
-    rows = [{"name": "keras", "accuracy": 0.9}, _row("coreml-fp16", None, None, 2_000_000)]
-    rows[1]["top1_agreement"] = None
-    artifact = Artifact("coreml", "fp16", "ios/model-fp16.mlpackage")
-    manifest = ExportManifest(model={}, artifacts=[artifact])
-    assert recommend.choose(rows, manifest, 1.0, "latency")["ios"]["artifact"] is None
-    artifact.parity.status, artifact.parity.accuracy, artifact.parity.reference_accuracy = "passed", 0.9, 0.9
-    choice = recommend.choose(rows, manifest, 1.0, "latency")["ios"]
-    assert choice["artifact"] == "coreml-fp16" and "pocketml validate" in choice["reason"]
+def test_ios_recommendation_rests_on_the_verdict_when_latency_cannot_be_measured():
+    rows = [{"name": "keras", "accuracy": 0.9}, _row("coreml-fp16", 0.0, None, 2_000_000, status="not validated")]
+    assert choices(rows)["ios"].artifact is None and "not validated" in choices(rows)["ios"].reason
+    rows[1]["status"] = "passed"
+    choice = choices(rows)["ios"]
+    assert choice.artifact == "coreml-fp16" and "latency not measurable here" in choice.reason
+    assert "drop 0.00 points on 100 evaluation images" in choice.reason
 
 
-def test_export_dir_without_manifest_is_a_clear_error(tmp_path, hotdog_dir):
+def test_a_failed_verdict_is_never_recommended():
+    rows = [{"name": "keras", "accuracy": 0.9}, _row("tflite-int8", 0.0, 1.0, 1, status="failed validation"),
+            _row("tflite-fp32", 0.0, 9.0, 9)]
+    assert choices(rows)["android"].artifact == "tflite-fp32"
+
+
+def test_export_dir_without_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(PocketMLError, match="has no manifest.json"):
-        bench(tmp_path, hotdog_dir, tmp_path / "out")
+        bench(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-
-def test_images_with_labels_the_model_lacks_are_a_clear_error(tflite_export_dir, hotdog_dir, tmp_path):
-    for label in ("cat", "hot_dog"):
-        (tmp_path / "data" / label).mkdir(parents=True)
-        shutil.copy(next((hotdog_dir / "val" / "hot_dog").glob("*.jpg")), tmp_path / "data" / label / "a.jpg")
-    before = (tflite_export_dir / "manifest.json").read_text()
-    with pytest.raises(PocketMLError, match=r"labels \['cat'\].*'hot_dog', 'not_hot_dog'"):
-        bench(tflite_export_dir, tmp_path / "data", tmp_path / "out", BenchConfig(probe_peak=False))
-    assert (tflite_export_dir / "manifest.json").read_text() == before
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
     with pytest.raises(PocketMLError, match="thread counts >= 1"):
-        bench(tmp_path, tmp_path, tmp_path / "out", BenchConfig(threads=[0]))
+        bench(tmp_path, tmp_path / "out", BenchConfig(threads=[0]))
 
 
 def test_cli_builds_the_config():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["bench", "exp", "--data", "d", "--out", "o", "--threads", "1,2,4", "--min-time", "0.5", "--budget-points", "2"]
+        ["bench", "exp", "--out", "o", "--threads", "1,2,4", "--min-time", "0.5", "--budget-points", "2"]
     )
     config = config_from_args(args)
     assert (config.threads, config.min_time_s, config.budget_points, config.measure_memory) == ([1, 2, 4], 0.5, 2.0, True)
     with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "exp", "--data", "d", "--out", "o", "--threads", "0"])
+        parser.parse_args(["bench", "exp", "--out", "o", "--threads", "0"])
 
 
 def test_cli_reports_missing_manifest_with_exit_2(tmp_path, capsys):
-    from pocketml.cli import main
+    from pocketml.app.cli import main
 
     started = time.perf_counter()
-    code = main(["bench", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    code = main(["bench", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 2 and "has no manifest.json" in capsys.readouterr().err
     assert time.perf_counter() - started < 60
 
@@ -194,8 +195,8 @@ def test_cli_reports_missing_manifest_with_exit_2(tmp_path, capsys):
 def test_bench_section_of_the_pipeline_toml():
     from pocketml.config import from_mapping
 
-    config = from_mapping(BenchConfig, {"threads": [1, 4], "recommend_by": "size", "max_images": None}, "bench")
-    assert (config.threads, config.recommend_by, config.max_images) == ([1, 4], "size", None)
+    config = from_mapping(BenchConfig, {"threads": [1, 4], "recommend_by": "size", "keras_model": None}, "bench")
+    assert (config.threads, config.recommend_by, config.keras_model) == ([1, 4], "size", None)
     with pytest.raises(PocketMLError, match="did you mean 'min_time_s'"):
         from_mapping(BenchConfig, {"min_time": 1.0}, "bench")
     with pytest.raises(PocketMLError, match="recommend_by"):

@@ -1,6 +1,6 @@
 """Helpers shared by the export tests: a tiny Keras classifier, and one real-weights TFLite export
-(every precision, calibrated on real photos, validated) made once per test session because
-each conversion takes seconds.
+(every precision, calibrated on the training photos, judged on the held-out ones) made once per
+test session because each conversion takes seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def tiny_classifier(size: int = 32, classes: int = 2, activation: str | None = "
     return keras.Model(inputs, outputs)
 
 
-def save_model_dir(directory: Path, model, labels=("hot_dog", "not_hot_dog"), with_spec: bool = True) -> Path:
+def save_model_dir(directory: Path, model, labels=("cat", "coffee"), with_spec: bool = True) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / "model.keras")
     if with_spec:
@@ -40,20 +40,14 @@ def tiny_model_dir(directory: Path, **kwargs) -> Path:
 
 
 @functools.cache
-def real_tflite_export(model_dir: Path, hotdog_dir: Path, base: Path) -> Path:
-    """`model_dir` exported to TFLite in every precision, calibrated on 100 hot-dog training photos
-    and validated on the 50 validation photos. Cached: the session's tests share one export.
+def real_tflite_export(model_dir: Path, photos_dir: Path, base: Path) -> Path:
+    """`model_dir` exported to TFLite in every precision, calibrated on the training photos and judged
+    on the test photos (tests/photos.py). Cached: the session's tests share one export.
     """
     from export.exporter import export_model
     from pocketml.configs.export import ExportConfig
 
     out = base / "real_tflite_export"
-    config = ExportConfig(
-        formats=["tflite"],
-        precisions=TFLITE_PRECISIONS,
-        calibration=hotdog_dir / "train",
-        calibration_images=100,
-        validation_images=hotdog_dir / "val",
-    )
+    config = ExportConfig(formats=["tflite"], precisions=TFLITE_PRECISIONS, calibration=photos_dir)
     export_model(model_dir, out, config)
     return out

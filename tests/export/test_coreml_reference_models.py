@@ -1,7 +1,8 @@
-"""Whole models through the Core ML reference executor against the Keras original.
+"""Whole models through the Core ML reference executor against the Keras original, every package
+converted by export/coreml.py itself (the exporter's own conversion, not a copy of it).
 
-Real weights (MobileNetV2 α0.35 ImageNet backbone, 96 px) on real hot-dog photos for the
-probability parity the validate stage judges; random-weights backbones compare pre-softmax logits,
+Real weights (EfficientNet-Lite0 ImageNet backbone, 96 px, head fitted on real photos) for the
+probability parity the export judges; random-weights backbones compare pre-softmax logits,
 because their probabilities are nearly the same for every image.
 """
 
@@ -15,45 +16,44 @@ import pytest
 
 pytest.importorskip("coremltools")
 
+from export import coreml  # noqa: E402
 from export.coreml_mil import load_program, materialize_constexpr  # noqa: E402
 from export.coreml_reference import NAME, load_reference  # noqa: E402
 from pocketml.dataset import load_images, read_records  # noqa: E402
 from pocketml.errors import PocketMLError  # noqa: E402
-from tests.export.coreml_convert import (  # noqa: E402
-    BACKBONES,
-    build_backbone_classifier,
-    calibrate_batchnorm,
-    convert_keras,
-    convert_program,
-)
+from pocketml.spec import ModelSpec  # noqa: E402
+from tests.models import BACKBONES, PHOTO_LABELS, build_backbone_classifier, calibrate_batchnorm  # noqa: E402
 
-LABELS = ["hot_dog", "not_hot_dog"]
+LABELS = list(PHOTO_LABELS)
+
+
+def convert(model, labels, path: Path, precision: str = "fp32", target: str = "iOS16") -> Path:
+    """`model` as the exporter converts it: export/coreml.py's convert, spec from the model's input."""
+    size = tuple(int(d) for d in model.inputs[0].shape[1:3])
+    coreml.convert(model, ModelSpec(labels=tuple(labels), image_size=size), precision, path, None,
+                   minimum_deployment_target=target)
+    return path
 
 
 
 @pytest.fixture(scope="module")
-def hotdog_images(hotdog_dir: Path) -> np.ndarray:
+def photo_images(photos_dir: Path) -> np.ndarray:
     """12 real validation photos, both classes, at the model's 96 px."""
-    records = sorted((r for r in read_records(hotdog_dir) if r.split == "val"), key=lambda r: str(r.path))
+    records = sorted((r for r in read_records(photos_dir) if r.split == "val"), key=lambda r: str(r.path))
     chosen = [r for r in records if r.label == LABELS[0]][:6] + [r for r in records if r.label == LABELS[1]][:6]
     return load_images([r.path for r in chosen], (96, 96))
 
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory, keras_model) -> dict[str, Path]:
-    """The real classifier converted the exporter's way, one package per (precision, target) asked for."""
+    """The real classifier converted by the exporter's module, one package per (precision, target) asked for."""
     root = tmp_path_factory.mktemp("coreml_real")
     made: dict[str, Path] = {}
-    programs: dict[str, object] = {}  # converted MLModels by compute precision + target, reused to compress
 
     def get(precision: str, target: str = "iOS16") -> Path:
         key = f"{precision}_{target}"
         if key not in made:
-            made[key] = root / f"{key}.mlpackage"
-            compute = f"{'fp32' if precision == 'fp32' else 'fp16'}_{target}"
-            if compute not in programs:
-                programs[compute] = convert_program(keras_model, LABELS, compute.split("_")[0], target)
-            convert_keras(keras_model, LABELS, made[key], precision, target, base=programs[compute])
+            made[key] = convert(keras_model, LABELS, root / f"{key}.mlpackage", precision, target)
         return made[key]
 
     return get  # type: ignore[return-value]
@@ -67,19 +67,19 @@ def deviation(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def keras_probs(keras_model, hotdog_images) -> np.ndarray:
-    return keras_model.predict(hotdog_images.astype(np.float32), verbose=0)
+def keras_probs(keras_model, photo_images) -> np.ndarray:
+    return keras_model.predict(photo_images.astype(np.float32), verbose=0)
 
 
 # ---------------------------------------------------------------- real weights, real photos
 
 
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("fp16", 1e-2)])
-def test_real_classifier_parity(packages, hotdog_images, keras_probs, precision, tolerance):
+def test_real_classifier_parity(packages, photo_images, keras_probs, precision, tolerance):
     predictor = load_reference(packages(precision))
-    probs = predictor.predict(hotdog_images)
+    probs = predictor.predict(photo_images)
     figures = deviation(probs, keras_probs)
-    print(f"\ncoreml-reference {precision} iOS16 vs keras on 12 hot-dog photos: {figures}")
+    print(f"\ncoreml-reference {precision} iOS16 vs keras on 12 photos: {figures}")
     assert probs.dtype == np.float32 and probs.shape == (12, 2)
     assert figures["max_abs_diff"] <= tolerance
     assert figures["top1_agreement"] == 1.0
@@ -87,28 +87,28 @@ def test_real_classifier_parity(packages, hotdog_images, keras_probs, precision,
     assert np.ptp(keras_probs[:, 0]) > 0.2
 
 
-def test_fp16_error_is_visible_not_hidden(packages, hotdog_images, keras_probs):
-    fp16 = load_reference(packages("fp16")).predict(hotdog_images)
+def test_fp16_error_is_visible_not_hidden(packages, photo_images, keras_probs):
+    fp16 = load_reference(packages("fp16")).predict(photo_images)
     assert np.abs(fp16 - keras_probs).max() > 1e-5  # float16 rounding shows up in the probabilities
 
 
-def test_predictor_contract(packages, hotdog_images):
+def test_predictor_contract(packages, photo_images):
     predictor = load_reference(packages("fp32"))
     assert predictor.name == NAME == "coreml-reference"
     assert predictor.input_size == (96, 96)
     assert predictor.labels == tuple(LABELS)
-    from_uint8 = predictor.predict(hotdog_images[:2])
-    from_float = predictor.predict(hotdog_images[:2].astype(np.float32))
+    from_uint8 = predictor.predict(photo_images[:2])
+    from_float = predictor.predict(photo_images[:2].astype(np.float32))
     np.testing.assert_array_equal(from_uint8, from_float)
     np.testing.assert_allclose(from_uint8.sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(PocketMLError, match=r"\[N,96,96,3\]"):
-        predictor.predict(hotdog_images[:, :64, :64])
+        predictor.predict(photo_images[:, :64, :64])
 
 
-def test_classifier_ending_reports_label_and_per_label_probabilities(packages, hotdog_images):
+def test_classifier_ending_reports_label_and_per_label_probabilities(packages, photo_images):
     predictor = load_reference(packages("fp32"))
-    values = predictor.executor.run({predictor.image_name: predictor.image_feed(hotdog_images[0])})
-    probs = predictor.predict(hotdog_images[:1])[0]
+    values = predictor.executor.run({predictor.image_name: predictor.image_feed(photo_images[0])})
+    probs = predictor.predict(photo_images[:1])[0]
     assert values["classLabel"] == LABELS[int(probs.argmax())]
     assert set(values["classLabel_probs"]) == set(LABELS)
     np.testing.assert_allclose([values["classLabel_probs"][label] for label in LABELS], probs, rtol=1e-6)
@@ -123,7 +123,7 @@ def test_classifier_ending_reports_label_and_per_label_probabilities(packages, h
         pytest.param("palettized-6bit", "iOS18", marks=pytest.mark.slow),
     ],
 )
-def test_compressed_variants_report_their_real_deviation(packages, hotdog_images, keras_probs, precision, target):
+def test_compressed_variants_report_their_real_deviation(packages, photo_images, keras_probs, precision, target):
     path = packages(precision, target)
     predictor = load_reference(path)
     # The executor's own decompression equals coremltools', so the deviation is the compression's.
@@ -131,12 +131,12 @@ def test_compressed_variants_report_their_real_deviation(packages, hotdog_images
     assert theirs
     for name, value in theirs.items():
         np.testing.assert_array_equal(predictor.executor.constants[name].astype(np.float32), value.astype(np.float32))
-    figures = deviation(predictor.predict(hotdog_images), keras_probs)
-    print(f"\ncoreml-reference {precision} {target} vs keras on 12 hot-dog photos: {figures}")
+    figures = deviation(predictor.predict(photo_images), keras_probs)
+    print(f"\ncoreml-reference {precision} {target} vs keras on 12 photos: {figures}")
     assert 1e-4 < figures["max_abs_diff"] < 1.0  # really compressed, still a classifier
 
 
-def test_perturbed_weight_blob_breaks_parity(packages, tmp_path, hotdog_images, keras_probs):
+def test_perturbed_weight_blob_breaks_parity(packages, tmp_path, photo_images, keras_probs):
     """A copied .mlpackage whose largest weight is corrupted inside weight.bin: the executor shows it."""
     broken = tmp_path / "broken.mlpackage"
     shutil.copytree(packages("fp32"), broken)
@@ -151,7 +151,7 @@ def test_perturbed_weight_blob_breaks_parity(packages, tmp_path, hotdog_images, 
     corrupted.reshape(-1)[::7] *= -3.0
     data[start : start + corrupted.nbytes] = corrupted.tobytes()
     blob.write_bytes(bytes(data))
-    probs = load_reference(broken).predict(hotdog_images)
+    probs = load_reference(broken).predict(photo_images)
     assert np.abs(probs - keras_probs).max() > 1e-2  # far outside the fp32 tolerance of 1e-4
 
 
@@ -183,7 +183,7 @@ def check_backbone(backbone: str, precision: str, target: str, images: np.ndarra
     model = build_backbone_classifier(backbone, size=images.shape[1], classes=5)
     calibrate_batchnorm(model, images)
     path = tmp_path / f"{backbone}_{precision}_{target}.mlpackage"
-    convert_keras(model, [f"c{i}" for i in range(5)], path, precision, target)
+    convert(model, [f"c{i}" for i in range(5)], path, precision, target)
     got, want = logits_of(load_reference(path), images), keras_logits(model, images)
     # Logits that barely move between images would make the comparison vacuous.
     assert np.ptp(want, axis=0).max() > 0.05 * np.abs(want).max(), "logits do not vary across images"
@@ -191,8 +191,8 @@ def check_backbone(backbone: str, precision: str, target: str, images: np.ndarra
 
 
 @pytest.fixture(scope="module")
-def small_images(hotdog_dir: Path) -> np.ndarray:
-    records = sorted(read_records(hotdog_dir), key=lambda r: str(r.path))[:3]
+def small_images(photos_dir: Path) -> np.ndarray:
+    records = sorted(read_records(photos_dir), key=lambda r: str(r.path))[:3]
     return load_images([r.path for r in records], (64, 64))
 
 
@@ -211,7 +211,7 @@ def test_mobilenet_v2_224_runs_within_two_seconds(tmp_path):
     import time
 
     model = build_backbone_classifier("mobilenet_v2", size=224, alpha=1.0)  # the size the issue times
-    convert_keras(model, LABELS, tmp_path / "m.mlpackage", "fp32", "iOS16")
+    convert(model, LABELS, tmp_path / "m.mlpackage", "fp32", "iOS16")
     predictor = load_reference(tmp_path / "m.mlpackage")
     image = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3)).astype(np.uint8)
     predictor.predict(image)
@@ -223,13 +223,13 @@ def test_mobilenet_v2_224_runs_within_two_seconds(tmp_path):
 @pytest.mark.macos
 @pytest.mark.skipif(__import__("sys").platform != "darwin", reason="the Core ML runtime exists only on macOS")
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("fp16", 1e-2)])
-def test_reference_matches_core_ml_runtime(packages, hotdog_images, precision, tolerance):
+def test_reference_matches_core_ml_runtime(packages, photo_images, precision, tolerance):
     import coremltools as ct
     from PIL import Image
 
     path = packages(precision)
     runtime = ct.models.MLModel(str(path))
-    reference = load_reference(path).predict(hotdog_images)
-    for row, image in zip(reference, hotdog_images, strict=True):
+    reference = load_reference(path).predict(photo_images)
+    for row, image in zip(reference, photo_images, strict=True):
         probs = runtime.predict({"image": Image.fromarray(image)})["classLabel_probs"]
         np.testing.assert_allclose([probs[label] for label in LABELS], row, atol=tolerance)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from pocketml import cli
+from pocketml.app import cli
 from tests.export.export_helpers import real_tflite_export, tiny_model_dir
 
 
@@ -68,11 +68,11 @@ def test_onnx_dynamic_int8_slowness_is_shown(tiny_dir, tmp_path, capsys):
     assert " ".join(onnx.DYNAMIC_INT8_NOTE.split()) in stdout
 
 
-def test_validate_strict_exits_1_on_a_mismatch_and_0_without_strict(real_model_dir, hotdog_dir, tmp_path_factory, capsys):
-    export_dir = real_tflite_export(real_model_dir, hotdog_dir, tmp_path_factory.getbasetemp())
+def test_validate_strict_exits_1_on_a_mismatch_and_0_without_strict(real_model_dir, photos_dir, tmp_path_factory, capsys):
+    export_dir = real_tflite_export(real_model_dir, photos_dir, tmp_path_factory.getbasetemp())
     broken = shutil.copytree(export_dir, tmp_path_factory.mktemp("cli") / "broken")
-    shutil.copy(broken / "android" / "model-int8.tflite", broken / "android" / "model-fp32.tflite")
-    images = str(hotdog_dir / "val")
+    shutil.copy(broken / "tflite" / "model-int8.tflite", broken / "tflite" / "model-fp32.tflite")
+    images = str(photos_dir / "val")  # other held-out photos than the export's (test)
     assert cli.main(["validate", str(broken), "--images", images]) == 0
     assert cli.main(["validate", str(broken), "--images", images, "--strict"]) == 1
     captured = capsys.readouterr()

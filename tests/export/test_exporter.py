@@ -1,4 +1,4 @@
-"""export_model: bundles, manifest, failures recorded per variant, bad input leaves nothing behind."""
+"""export_model: files, manifest, failures recorded per variant, bad input leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from export.bundles import write_bundle_readmes
 from export.exporter import export_model, planned_variants, spec_from_record
 from export.registry import format_module
 from pocketml.artifact import ExportManifest
@@ -18,8 +17,8 @@ from tests.export.export_helpers import TFLITE_PRECISIONS, real_tflite_export, t
 
 
 @pytest.fixture(scope="module")
-def export_dir(real_model_dir, hotdog_dir, tmp_path_factory):
-    return real_tflite_export(real_model_dir, hotdog_dir, tmp_path_factory.getbasetemp())
+def export_dir(real_model_dir, photos_dir, tmp_path_factory):
+    return real_tflite_export(real_model_dir, photos_dir, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
@@ -29,32 +28,27 @@ def tiny_dir(tmp_path):
 
 def test_manifest_records_every_file_as_it_is_on_disk(export_dir, real_model_dir):
     manifest = ExportManifest.load(export_dir)
-    assert manifest.model["labels"] == ["hot_dog", "not_hot_dog"]
+    assert manifest.model["labels"] == ["cat", "coffee"]
     assert manifest.model["image_size"] == [96, 96]
     assert manifest.model["source_sha256"] == sha256_file(real_model_dir / "model.keras")
-    assert len(manifest.model["calibration"]["images"]) == 100
+    assert len(manifest.images["calibration"]["images"]) == 96
     spec = spec_from_record(manifest.model)
-    assert spec.labels == ("hot_dog", "not_hot_dog") and spec.normalization.name == "mobilenet"
+    assert spec.labels == ("cat", "coffee") and spec.normalization.name == "efficientnet_lite"
     for artifact in manifest.artifacts:
         path = export_dir / artifact.path
         assert artifact.status == "exported"
         assert artifact.sha256 == sha256_file(path) and artifact.bytes == tree_bytes(path)
         assert artifact.convert_seconds > 0
-    assert sorted(p.name for p in (export_dir / "android").iterdir()) == sorted(
-        ["README.md", "labels.txt", *(f"model-{p}.tflite" for p in TFLITE_PRECISIONS)]
+    assert sorted(p.name for p in (export_dir / "tflite").iterdir()) == sorted(
+        f"model-{p}.tflite" for p in TFLITE_PRECISIONS
     )
+    assert sorted(p.name for p in export_dir.iterdir()) == ["libraries.log", "manifest.json", "tflite"]
     assert not [p for p in export_dir.rglob(".*")], "temporary files left behind"
 
 
-def test_android_readme_has_a_kotlin_snippet_and_recommendation_can_be_added(export_dir, tmp_path):
-    readme = (export_dir / "android" / "README.md").read_text()
-    assert "ImageClassifier.createFromFile" in readme and "run `pocketml bench`" in readme
-    manifest = ExportManifest.load(export_dir)
-    manifest.find("tflite", "int8").recommended = ["android"]
-    write_bundle_readmes(tmp_path, manifest)
-    readme = (tmp_path / "android" / "README.md").read_text()
-    assert "Recommended: `model-int8.tflite` (int8)" in readme
-    assert 'createFromFile(context, "model-int8.tflite")' in readme
+def test_other_libraries_output_goes_to_the_export_log_not_the_terminal(export_dir):
+    # TensorFlow's converter logs and warnings were captured while converting.
+    assert (export_dir / "libraries.log").stat().st_size > 0
 
 
 def test_a_failing_variant_is_recorded_and_the_others_export(tiny_dir, tmp_path):
@@ -67,7 +61,7 @@ def test_a_failing_variant_is_recorded_and_the_others_export(tiny_dir, tmp_path)
     failed = manifest.find("tflite", "int8")
     assert "needs calibration images" in failed.reason and failed.sha256 is None
     assert not (out / failed.path).exists()
-    assert (out / "android" / "model-int8-dynamic.tflite").is_file()
+    assert (out / "tflite" / "model-int8-dynamic.tflite").is_file()
     saved = json.loads((out / "manifest.json").read_text())
     assert {a["precision"]: a["status"] for a in saved["artifacts"]} == status
 
@@ -114,31 +108,21 @@ ALL_FORMATS_READY = all(importlib.util.find_spec(f"export.{m}") for m in ("onnx"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ALL_FORMATS_READY, reason="export.onnx / export.coreml not written yet")
-def test_every_format_and_precision_exports_into_app_bundles(real_model_dir, hotdog_dir, tmp_path):
+def test_every_format_and_precision_exports_and_packages_into_app_bundles(real_model_dir, photos_dir, tmp_path):
+    from export.package import package
+
     out = tmp_path / "out"
-    config = ExportConfig(calibration=hotdog_dir / "train", calibration_images=100, validation_images=hotdog_dir / "val")
-    manifest = export_model(real_model_dir, out, config)
+    manifest = export_model(real_model_dir, out, ExportConfig(calibration=photos_dir))
     expected = {(f, p) for f in ("tflite", "coreml", "onnx") for p in format_module(f).PRECISIONS}
     assert {(a.format, a.precision) for a in manifest.artifacts} == expected
     assert [a.name for a in manifest.artifacts if a.status != "exported"] == []
+    package(out, tmp_path / "bundles")
     for bundle, snippet in (("android", "ImageClassifier"), ("ios", "VNCoreMLRequest"), ("onnx", "InferenceSession")):
-        assert snippet in (out / bundle / "README.md").read_text()
-    assert (out / "onnx" / "labels.txt").is_file()
+        assert snippet in (tmp_path / "bundles" / bundle / "README.md").read_text()
+    assert (tmp_path / "bundles" / "onnx" / "labels.txt").is_file()
     for artifact in manifest.artifacts:
         assert artifact.parity.status in ("passed", "failed", "skipped")
         if artifact.parity.status == "skipped":
             assert artifact.format == "coreml" and artifact.parity.reason
     assert manifest.find("onnx", "fp32").parity.status == "passed"
     assert manifest.find("tflite", "fp32").parity.status == "passed"
-
-
-def test_readme_table_survives_reasons_with_pipes(tmp_path):
-    from pocketml.artifact import Artifact, Parity
-
-    failed = Parity(max_abs_diff=0.02, status="failed", reason="max|dp| 0.02 > 0.01")
-    artifact = Artifact("onnx", "fp16", "onnx/model-fp16.onnx", bytes=1000, parity=failed)
-    manifest = ExportManifest(model={"labels": ["a", "b"], "image_size": [32, 32]}, artifacts=[artifact])
-    (readme,) = write_bundle_readmes(tmp_path, manifest)
-    row = next(line for line in readme.read_text().splitlines() if "model-fp16.onnx" in line)
-    assert row.replace("\\|", "").count("|") == 6  # five cells
-    assert "InferenceSession" in readme.read_text() and "(32, 32)" in readme.read_text()

@@ -18,21 +18,21 @@ onnx = pytest.importorskip("onnx")
 xo = pytest.importorskip("export.onnx")
 
 CALIBRATION_IMAGES = 64  # from the train split
-EVAL_IMAGES = 48  # from the val split, disjoint from calibration
+EVAL_IMAGES = 48  # from the val and test splits, disjoint from calibration
 
 
 
 
 @pytest.fixture(scope="module")
-def calibration(hotdog_dir: Path, spec: ModelSpec) -> np.ndarray:
-    records = [r for r in read_records(hotdog_dir) if r.split == "train"]
+def calibration(photos_dir: Path, spec: ModelSpec) -> np.ndarray:
+    records = [r for r in read_records(photos_dir) if r.split == "train"]
     step = max(1, len(records) // CALIBRATION_IMAGES)  # both classes, not the first folder only
     return load_images([r.path for r in records[::step][:CALIBRATION_IMAGES]], spec.image_size)
 
 
 @pytest.fixture(scope="module")
-def eval_images(hotdog_dir: Path, spec: ModelSpec) -> np.ndarray:
-    records = [r for r in read_records(hotdog_dir) if r.split == "val"]
+def eval_images(photos_dir: Path, spec: ModelSpec) -> np.ndarray:
+    records = [r for r in read_records(photos_dir) if r.split in ("val", "test")]
     step = max(1, len(records) // EVAL_IMAGES)
     images = load_images([r.path for r in records[::step][:EVAL_IMAGES]], spec.image_size)
     assert len(images) >= 40
@@ -152,12 +152,12 @@ def test_dynamic_int8_runs_agrees_and_warns(exported: dict, eval_images, keras_p
 def test_metadata_props_carry_labels_spec_and_input(exported: dict, spec: ModelSpec) -> None:
     for precision, (path, _) in exported.items():
         metadata = xo.read_metadata(path)
-        assert json.loads(metadata["labels"]) == ["hot_dog", "not_hot_dog"]
+        assert json.loads(metadata["labels"]) == ["cat", "coffee"]
         assert xo.read_spec(path) == spec
         assert json.loads(metadata["normalization"]) == {
-            "name": "mobilenet",
-            "mean": [127.5] * 3,
-            "std": [127.5] * 3,
+            "name": "efficientnet_lite",
+            "mean": [127.0] * 3,
+            "std": [128.0] * 3,
         }
         described = json.loads(metadata["input"])
         assert described["layout"] == "NHWC" and described["shape"] == [-1, 96, 96, 3]

@@ -13,13 +13,13 @@ from tests.export.export_helpers import real_tflite_export, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
-def export_dir(real_model_dir, hotdog_dir, tmp_path_factory):
-    return real_tflite_export(real_model_dir, hotdog_dir, tmp_path_factory.getbasetemp())
+def export_dir(real_model_dir, photos_dir, tmp_path_factory):
+    return real_tflite_export(real_model_dir, photos_dir, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
-def photos(hotdog_dir):
-    return load_images([r.path for r in read_records(hotdog_dir / "val")], (96, 96))
+def photos(photos_dir):
+    return load_images([r.path for r in read_records(photos_dir) if r.split in ("val", "test")], (96, 96))
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def reference(real_model_dir, photos):
 
 
 def artifact(export_dir, precision):
-    return export_dir / "android" / f"model-{precision}.tflite"
+    return export_dir / "tflite" / f"model-{precision}.tflite"
 
 
 def test_fp32_matches_keras_within_1e4(export_dir, photos, reference):

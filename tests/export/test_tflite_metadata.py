@@ -18,8 +18,8 @@ from tests.export.export_helpers import real_tflite_export
 
 
 @pytest.fixture(scope="module")
-def export_dir(real_model_dir, hotdog_dir, tmp_path_factory):
-    return real_tflite_export(real_model_dir, hotdog_dir, tmp_path_factory.getbasetemp())
+def export_dir(real_model_dir, photos_dir, tmp_path_factory):
+    return real_tflite_export(real_model_dir, photos_dir, tmp_path_factory.getbasetemp())
 
 
 def metadata_entries(data: bytes) -> list[str]:
@@ -33,11 +33,11 @@ def metadata_entries(data: bytes) -> list[str]:
 def test_metadata_describes_image_input_and_labelled_output(export_dir, real_model_dir, precision):
     from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
 
-    data = (export_dir / "android" / f"model-{precision}.tflite").read_bytes()
+    data = (export_dir / "tflite" / f"model-{precision}.tflite").read_bytes()
     metadata = read_metadata(data)
     assert metadata is not None
     description = metadata.description.decode()
-    assert "(x - 127.5) / 127.5" in description and precision in description
+    assert "(x - 127) / 128" in description and precision in description
     assert metadata.version.decode() == sha256_file(real_model_dir / "model.keras")[:12]
     assert metadata.minParserVersion.decode() == "1.0.0"
 
@@ -57,16 +57,15 @@ def test_metadata_describes_image_input_and_labelled_output(export_dir, real_mod
 
 
 def test_labels_file_is_zipped_onto_the_model(export_dir):
-    path = export_dir / "android" / "model-fp32.tflite"
+    path = export_dir / "tflite" / "model-fp32.tflite"
     assert zipfile.is_zipfile(path)
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == ["labels.txt"]
-        assert archive.read("labels.txt").decode().split() == ["hot_dog", "not_hot_dog"]
-    assert (export_dir / "android" / "labels.txt").read_text().split() == ["hot_dog", "not_hot_dog"]
+        assert archive.read("labels.txt").decode().split() == ["cat", "coffee"]
 
 
 def test_populating_again_replaces_the_metadata(export_dir):
-    data = (export_dir / "android" / "model-int8.tflite").read_bytes()
+    data = (export_dir / "tflite" / "model-int8.tflite").read_bytes()
     again = populate(data, ClassifierInfo("renamed", "second pass", "v2", ("a", "b"), False))
     assert metadata_entries(again).count(METADATA_NAME) == 1
     assert read_metadata(again).name.decode() == "renamed"

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from pocketml.cli import main
+from pocketml.app.cli import main
 
 COMMANDS = ("acquire", "curate", "audit", "train", "export", "validate", "bench", "run")
 
@@ -9,7 +9,7 @@ COMMANDS = ("acquire", "curate", "audit", "train", "export", "validate", "bench"
 def test_help_lists_every_stage_command_without_importing_tensorflow():
     code = (
         "import sys, contextlib, io\n"
-        "from pocketml.cli import build_parser\n"
+        "from pocketml.app.cli import build_parser\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try: build_parser().parse_args(['--help'])\n"
         "    except SystemExit: pass\n"

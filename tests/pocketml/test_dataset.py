@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pocketml.dataset import MANIFEST_COLUMNS, labels_of, load_image, read_records, select_split
+from pocketml.dataset import (
+    MANIFEST_COLUMNS,
+    ImageSet,
+    bounded,
+    choose_images,
+    labels_of,
+    load_image,
+    read_records,
+    select_split,
+)
 from pocketml.errors import PocketMLError
 
 
@@ -14,12 +23,13 @@ def _image(path, size=(40, 20), color=(200, 10, 10), mode="RGB"):
     return path
 
 
-def test_imagefolder_with_splits_is_read_with_labels_and_split_names(hotdog_dir):
-    records = read_records(hotdog_dir)
-    assert len(records) == 250
-    assert labels_of(records) == ["hot_dog", "not_hot_dog"]
-    assert {r.split for r in records} == {"train", "val"}
-    assert len(select_split(records, "test", "val")) == 50
+def test_imagefolder_with_splits_is_read_with_labels_and_split_names(photos_dir):
+    records = read_records(photos_dir)
+    assert len(records) == 160
+    assert labels_of(records) == ["cat", "coffee"]
+    assert {r.split for r in records} == {"train", "val", "test"}
+    assert len(select_split(records, "test", "val")) == 32
+    assert {r.split for r in select_split(records, "test", "val")} == {"test"}
 
 
 def test_manifest_dataset_dir_is_read_from_manifest_csv(tmp_path):
@@ -53,3 +63,78 @@ def test_load_image_resizes_shorter_side_and_centre_crops(tmp_path):
 def test_transparent_png_is_composited_on_white(tmp_path):
     path = _image(tmp_path / "t.png", color=(0, 0, 0, 0), mode="RGBA")
     assert load_image(path, (8, 8)).min() == 255
+
+
+def _folder(root, per_label: dict[str, int], split: str | None = None):
+    """Distinct small PNGs under root/[split/]label/ (the colour encodes split, label and index, so no two match)."""
+    split_code = {None: 0, "train": 60, "val": 120, "test": 180}[split]
+    for label, count in per_label.items():
+        for i in range(count):
+            base = root / split if split else root
+            _image(base / label / f"{i}.png", size=(8, 8), color=(i, ord(label[0]), split_code))
+    return root
+
+
+def test_calibration_from_train_evaluation_from_test_never_overlapping(photos_dir):
+    calibration, evaluation = choose_images(photos_dir, None)
+    assert (calibration.role, calibration.split, len(calibration)) == ("calibration", "train", 96)
+    assert (evaluation.role, evaluation.split, len(evaluation)) == ("evaluation", "test", 32)
+    assert not set(calibration.paths) & set(evaluation.paths)
+    again = choose_images(photos_dir, None)
+    assert again == (calibration, evaluation)  # the same images on every run
+
+
+def test_evaluation_folder_alone_calibrates_on_its_train_split(photos_dir):
+    calibration, evaluation = choose_images(None, photos_dir)
+    assert calibration.split == "train" and evaluation.split == "test"
+    val_only = choose_images(None, photos_dir / "val")
+    assert val_only[0] is None and val_only[1].split == "all" and len(val_only[1]) == 32
+
+
+def test_a_folder_without_splits_is_divided_so_no_image_is_used_twice(tmp_path):
+    root = _folder(tmp_path / "flat", {"a": 30, "b": 30})
+    calibration, evaluation = choose_images(root, None, calibration_count=20)
+    assert (calibration.split, len(calibration)) == ("all", 20)
+    assert (evaluation.split, len(evaluation)) == ("rest", 40)
+    assert not set(calibration.paths) & set(evaluation.paths)
+    assert "20 images left out of evaluation: they also calibrate" in evaluation.notes
+
+
+def test_a_copy_of_a_calibration_image_is_not_evaluated(tmp_path):
+    import shutil
+
+    train = _folder(tmp_path / "data", {"a": 4, "b": 4}, "train")
+    _folder(tmp_path / "data", {"a": 3, "b": 3}, "test")
+    shutil.copy(train / "train" / "a" / "0.png", train / "test" / "a" / "copy.png")  # leaked into test
+    calibration, evaluation = choose_images(train, None)
+    assert len(evaluation) == 6 and all(p.name != "copy.png" for p in evaluation.paths)
+    assert evaluation.notes == ("1 images left out of evaluation: they also calibrate",)
+
+
+def test_bounded_keeps_every_label_its_share_and_the_order():
+    from pocketml.dataset import ImageRecord
+
+    records = [ImageRecord(f"a{i}", "a", None) for i in range(90)] + [ImageRecord(f"b{i}", "b", None) for i in range(10)]
+    chosen = bounded(records, 20)
+    assert len(chosen) == 20 and sum(r.label == "b" for r in chosen) == 2
+    assert chosen == sorted(chosen, key=records.index) and bounded(records, 20) == chosen
+    assert bounded(records, 500) == records
+
+
+def test_image_set_round_trips_through_the_manifest(photos_dir):
+    _, evaluation = choose_images(photos_dir, None)
+    assert ImageSet.from_dict(evaluation.to_dict()) == evaluation
+
+
+@pytest.mark.parametrize(
+    ("calibration", "evaluation", "message"),
+    [
+        ("val_only", None, "no train split to calibrate on"),
+        (None, "train_only", "no test or val split to evaluate on"),
+    ],
+)
+def test_folders_that_cannot_serve_their_role_are_one_line_errors(tmp_path, calibration, evaluation, message):
+    _folder(tmp_path / "val_only", {"a": 2}, "val")
+    _folder(tmp_path / "train_only", {"a": 2}, "train")
+    with pytest.raises(PocketMLError, match=message):
+        choose_images(calibration and tmp_path / calibration, evaluation and tmp_path / evaluation)

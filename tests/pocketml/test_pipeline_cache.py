@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pocketml.cli import main
+from pocketml.app.cli import main
+from pocketml.app.pipeline import config_sha256, run_pipeline
 from pocketml.errors import PocketMLError
-from pocketml.pipeline import config_sha256, run_pipeline
 
 TINY = """
 [acquire]
@@ -70,8 +70,8 @@ def fresh(first_run, tmp_path):
 def test_records_hold_config_input_and_output_hashes(first_run):
     root, _ = first_run
     dataset = root / "run" / "dataset"
-    acquire = json.loads((dataset / "stage-acquire.json").read_text())
-    curate = json.loads((dataset / "stage-curate.json").read_text())
+    acquire = json.loads((dataset.parent / "stages" / "acquire.json").read_text())
+    curate = json.loads((dataset.parent / "stages" / "curate.json").read_text())
     assert acquire["inputs"] == {} and set(acquire["outputs"]) == {"dataset/pool.csv"}
     assert set(curate["inputs"]) == {"dataset/pool.csv"}
     assert curate["inputs"]["dataset/pool.csv"] == acquire["outputs"]["dataset/pool.csv"]
@@ -135,7 +135,7 @@ def test_a_stage_whose_inputs_are_missing_is_refused_with_the_path(first_run, tm
 
 def test_a_stage_that_failed_leaves_no_record_and_runs_again(first_run, fresh):
     _, config = first_run
-    record = fresh / "dataset" / "stage-curate.json"
+    record = fresh / "stages" / "curate.json"
     (fresh / "dataset" / "pool.csv").write_text("not,a,pool\n")  # curate cannot read this
     with pytest.raises(PocketMLError):
         run_pipeline(config, fresh, only="curate")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pocketml.cli import main
-from pocketml.configs.pipeline import PipelineConfig, load_pipeline_config
+from pocketml.app.cli import main
+from pocketml.app.pipeline import load_pipeline_config
+from pocketml.configs.pipeline import PipelineConfig
 from pocketml.errors import PocketMLError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,7 +1,8 @@
-"""`pocketml run PIPELINE.toml`: acquire → curate → train → export → bench in one run directory.
+"""`pocketml run PIPELINE.toml`: acquire → curate → train → export → bench → package in one run directory.
 
 Each stage reads only the directories of the stages before it and is skipped when nothing it
-depends on changed. What it depends on is recorded after every run in `<stage dir>/stage-<name>.json`:
+depends on changed. What it depends on is recorded after every run in `<run dir>/stages/<name>.json`
+(the orchestrator's own directory; each stage directory has only its stage as writer):
 the sha256 of the stage's config section (canonical JSON), of its input manifests and of its
 primary outputs. Before running, the same hashes are recomputed; any difference (or a missing
 record, e.g. after a crash) reruns the stage, and a rerun that changes its outputs makes the next
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pocketml.config import from_mapping, load_toml
+from pocketml.configs.acquire import AcquireConfig
 from pocketml.errors import PocketMLError
 from pocketml.paths import STAGES, RunPaths
 
@@ -47,7 +50,7 @@ class Stage:
     run: Callable[[PipelineConfig, RunPaths], object]
 
 
-# ---------------------------------------------------------------- the five stages
+# ---------------------------------------------------------------- the six stages
 
 
 def _acquire(config: PipelineConfig, paths: RunPaths) -> object:
@@ -77,32 +80,28 @@ def _export(config: PipelineConfig, paths: RunPaths) -> object:
 def _bench(config: PipelineConfig, paths: RunPaths) -> object:
     from benchmarks.bench import bench
 
-    return bench(paths.export, paths.dataset, paths.bench, config.bench)
+    return bench(paths.export, paths.bench, config.bench)
+
+
+def _package(config: PipelineConfig, paths: RunPaths) -> object:
+    from export.package import package
+
+    return package(paths.export, paths.bundles, paths.bench)
 
 
 def export_section(config: PipelineConfig, paths: RunPaths) -> object:
-    """[export] with the run's own curated dataset as calibration/validation images when none are given."""
-    if config.export.calibration is None:
+    """[export] with the run's own curated dataset when no images are given: its train split
+    calibrates, its test split (else val) judges."""
+    if config.export.calibration is None and config.export.validation_images is None:
         return dataclasses.replace(config.export, calibration=paths.dataset)
     return config.export
 
 
 def _export_inputs(config: PipelineConfig, paths: RunPaths) -> list[Path]:
     model = [paths.model / "model.keras", paths.model / "spec.json"]
-    uses_dataset = export_section(config, paths).calibration == paths.dataset
+    section = export_section(config, paths)
+    uses_dataset = paths.dataset in (section.calibration, section.validation_images)
     return model + ([paths.dataset / "manifest.csv"] if uses_dataset else [])
-
-
-def _export_outputs(paths: RunPaths) -> list[Path]:
-    """The exported model files; manifest.json itself is left out because bench marks `recommended` in it."""
-    manifest = paths.export / "manifest.json"
-    if not manifest.is_file():
-        return [manifest]
-    try:
-        artifacts = json.loads(manifest.read_text()).get("artifacts", [])
-    except json.JSONDecodeError:
-        return [manifest]
-    return [paths.export / a["path"] for a in artifacts if a.get("status") != "failed" and a.get("path")]
 
 
 PIPELINE: tuple[Stage, ...] = (
@@ -112,12 +111,60 @@ PIPELINE: tuple[Stage, ...] = (
           lambda p: [p.dataset / "manifest.csv"], _curate),
     Stage("train", lambda c, p: c.train, lambda c, p: [p.dataset / "manifest.csv"],
           lambda p: [p.model / "model.keras", p.model / "spec.json"], _train),
-    Stage("export", export_section, _export_inputs, _export_outputs, _export),
-    # bench updates export/manifest.json (recommended), so its input hash is recorded after it ran.
-    Stage("bench", lambda c, p: c.bench, lambda c, p: [p.export / "manifest.json", p.dataset / "manifest.csv"],
-          lambda p: [p.bench / "results.json"], _bench),
+    # manifest.json names every exported file with its sha256, so hashing it covers them all.
+    Stage("export", export_section, _export_inputs, lambda p: [p.export / "manifest.json"], _export),
+    Stage("bench", lambda c, p: c.bench, lambda c, p: [p.export / "manifest.json"],
+          lambda p: [p.bench / "results.json", p.bench / "recommendations.json"], _bench),
+    Stage("package", lambda c, p: {}, lambda c, p: [p.export / "manifest.json", p.bench / "recommendations.json"],
+          lambda p: [p.bundles / platform / "bundle.json" for platform in _bundle_platforms(p)], _package),
 )
 assert tuple(s.name for s in PIPELINE) == STAGES
+
+
+def _bundle_platforms(paths: RunPaths) -> list[str]:
+    """The bundles a package run left (their bundle.json files are its outputs)."""
+    if not paths.bundles.is_dir():
+        return ["(none)"]
+    return sorted(d.name for d in paths.bundles.iterdir() if (d / "bundle.json").is_file()) or ["(none)"]
+
+
+# ---------------------------------------------------------------- the config
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """The pipeline TOML at `path`, validated; errors name the file, the key, the value and what is accepted."""
+    data = load_toml(path)
+    try:
+        return pipeline_config_from_mapping(data)
+    except PocketMLError as exc:
+        raise PocketMLError(f"{path}: {exc}") from exc
+
+
+def pipeline_config_from_mapping(data: dict, where: str = "") -> PipelineConfig:
+    """A validated PipelineConfig, each acquisition source's keys and each export format included."""
+    from export.registry import check_formats
+    from pocketml.configs.pipeline import PipelineConfig
+
+    config = from_mapping(PipelineConfig, data, where)
+    validate_sources(config.acquire)
+    check_formats(config.export.formats)
+    return config
+
+
+def validate_sources(acquire: AcquireConfig) -> None:
+    """Check each [[acquire.sources]] table against its source module's CONFIG before anything runs."""
+    from acquisition.sources import SOURCE_MODULES, source_module
+
+    if not acquire.sources:
+        raise PocketMLError(f"[acquire] has no sources; add at least one [[acquire.sources]] table with "
+                            f"type = {' | '.join(SOURCE_MODULES)}")
+    for i, table in enumerate(acquire.sources):
+        where = f"acquire.sources[{i}]"
+        if "type" not in table:
+            raise PocketMLError(f"[{where}] has no `type`; accepted types: {', '.join(SOURCE_MODULES)}")
+        module = source_module(table["type"])
+        # Only the keys are checked here; the source itself (files, fonts, network) is built by acquire.
+        from_mapping(module.CONFIG, {k: v for k, v in table.items() if k != "type"}, f"{where}({table['type']})")
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -145,7 +192,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def record_path(stage: Stage, paths: RunPaths) -> Path:
-    return paths.stage_dir(stage.name) / f"stage-{stage.name}.json"
+    return paths.records / f"{stage.name}.json"
 
 
 def fingerprint(stage: Stage, config: PipelineConfig, paths: RunPaths) -> dict:
@@ -225,8 +272,6 @@ def run_pipeline(config_path: str | Path, run_dir: str | Path | None = None, fro
 
 def load_run(config_path: str | Path, run_dir: str | Path | None) -> tuple[PipelineConfig, RunPaths]:
     """The validated config and the run directory (--run-dir wins over the TOML's run_dir)."""
-    from pocketml.configs.pipeline import load_pipeline_config
-
     config = load_pipeline_config(config_path)
     return config, RunPaths(Path(run_dir) if run_dir is not None else config.run_dir)
 
@@ -266,9 +311,12 @@ def run_stage(stage: Stage, config: PipelineConfig, paths: RunPaths, reason: str
     record = record_path(stage, paths)
     # A stage that dies half-way must not look finished on the next run.
     record.unlink(missing_ok=True)
+    from pocketml.console import library_output
+
     start = time.perf_counter()
     try:
-        summary = stage.run(config, paths)
+        with library_output(paths.stage_dir(stage.name)):
+            summary = stage.run(config, paths)
     except BaseException:
         from pocketml.console import err_console
 
@@ -306,31 +354,15 @@ def print_bench_table(paths: RunPaths) -> None:
     console.print("benchmark table: " + ", ".join(str(f) for f in [results, *files] if f.is_file()))
 
 
-PLATFORM_DIRS = (("iOS", "ios"), ("Android", "android"), ("ONNX", "onnx"))
-
-
 def bundle_lines(paths: RunPaths) -> list[str]:
-    """Where each platform's bundle is, with the artifact bench recommends for it."""
-    recommended = recommended_by_platform(paths.export)
+    """Where each platform's bundle is, with the file it leads with."""
     lines = []
-    for platform, folder in PLATFORM_DIRS:
-        path = paths.export / folder
-        if path.is_dir():
-            pick = recommended.get(platform.lower())
-            lines.append(f"{platform} bundle: {path}" + (f" (recommended: {pick})" if pick else ""))
+    for platform in _bundle_platforms(paths):
+        bundle = paths.bundles / platform / "bundle.json"
+        if bundle.is_file():
+            recommended = json.loads(bundle.read_text()).get("recommended")
+            lines.append(f"{platform} bundle: {bundle.parent}" + (f" (recommended: {recommended})" if recommended else ""))
     return lines
-
-
-def recommended_by_platform(export_dir: Path) -> dict[str, str]:
-    manifest = export_dir / "manifest.json"
-    if not manifest.is_file():
-        return {}
-    try:
-        artifacts = json.loads(manifest.read_text()).get("artifacts", [])
-    except json.JSONDecodeError:
-        return {}
-    return {platform.lower(): f"{a['format']}-{a['precision']}"
-            for a in artifacts for platform in a.get("recommended") or []}
 
 
 # ---------------------------------------------------------------- CLI
@@ -338,7 +370,7 @@ def recommended_by_platform(export_dir: Path) -> dict[str, str]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "run", help="run acquire → curate → train → export → bench from one TOML file",
+        "run", help="run acquire → curate → train → export → bench → package from one TOML file",
         description="Run the whole pipeline into one run directory; stages whose config and inputs are "
                     "unchanged since their last run are skipped.")
     parser.add_argument("config", type=Path, metavar="PIPELINE.toml", help="pipeline config (see examples/)")

@@ -20,9 +20,9 @@ COMMAND_MODULES = (
     "acquisition.cli_acquire",  # acquire
     "acquisition.cli_curate",  # curate, audit
     "training.cli",  # train
-    "export.cli",  # export, validate
+    "export.cli",  # export, validate, package
     "benchmarks.cli",  # bench
-    "pocketml.pipeline",  # run
+    "pocketml.app.pipeline",  # run
 )
 
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build an image classifier and ship it as Core ML, TFLite and ONNX files, checked against the original.",
     )
     parser.add_argument("--version", action="version", version=f"pocketml {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show other libraries' logs and progress live (default: in libraries.log of each stage's directory)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -49,6 +50,9 @@ def quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from pocketml.console import set_verbose
+
+    set_verbose(args.verbose)
     if not args.verbose:
         quiet_libraries()
     try:

@@ -1,0 +1,130 @@
+"""The Python API: what the CLI does, as functions a notebook calls. Each takes the same settings
+as its command (validated the same way: an unknown or bad setting is one PocketMLError naming it
+and what is accepted) and returns the typed result of its stage, not a dict.
+
+    import pocketml
+    manifest = pocketml.export("runs/demo/model", "out/export", calibration="runs/demo/dataset")
+    model = pocketml.load("out/export/tflite/model-fp16.tflite")
+    model.classify(image)  # [("A", 0.98), ("E", 0.01), ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pocketml.artifact import ExportManifest, Recommendation, load_recommendations
+from pocketml.config import from_mapping
+from pocketml.configs.acquire import AcquireConfig
+from pocketml.configs.bench import BenchConfig
+from pocketml.configs.curate import CurateConfig
+from pocketml.configs.export import ExportConfig
+from pocketml.configs.train import TrainConfig
+
+
+def _config(cls, settings: dict, section: str):
+    """The stage's config dataclass from keyword settings, validated as a TOML section is."""
+    return from_mapping(cls, {k: v for k, v in settings.items() if v is not None}, section)
+
+
+def acquire(out_dir: str | Path, sources: list[dict], **settings: Any) -> dict:
+    """Fetch, verify and store the images of `sources` ([{"type": "urls", ...}, ...]) into `out_dir`;
+    a rerun resumes. Returns the acquisition summary (also in out_dir/acquisition.json)."""
+    from acquisition.acquire import acquire as run_acquire
+    from pocketml.app.pipeline import validate_sources
+
+    config = _config(AcquireConfig, {"sources": sources, **settings}, "acquire")
+    validate_sources(config)
+    return run_acquire(config, Path(out_dir))
+
+
+def curate(dataset_dir: str | Path, **settings: Any) -> dict:
+    """Duplicates, near-duplicates, label conflicts, quality flags and leakage-free splits of an
+    acquired dataset; writes manifest.csv and report/. Returns the curation summary."""
+    from acquisition.curate import curate as run_curate
+
+    return run_curate(Path(dataset_dir), _config(CurateConfig, settings, "curate"))
+
+
+def train(dataset_dir: str | Path, out_dir: str | Path, **settings: Any) -> Path:
+    """Fine-tune a backbone (settings: TrainConfig's fields, e.g. backbone="efficientnet_lite0",
+    image_size=224) on a dataset directory or ImageFolder; returns the model directory."""
+    from training.train import train as run_train
+
+    return Path(run_train(Path(dataset_dir), Path(out_dir), _config(TrainConfig, settings, "train")))
+
+
+def export(
+    model: Any,
+    out_dir: str | Path,
+    *,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    calibration: str | Path | None = None,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    **settings: Any,
+) -> ExportManifest:
+    """Convert `model` (a .keras/.h5 file, a SavedModel or model directory, or a keras.Model) to every
+    format x precision asked for, each judged against it on held-out images: the train split of
+    `calibration` calibrates, the test/val split of `images` (default: of `calibration`) judges."""
+    from export.exporter import export_model
+
+    options = {"formats": formats, "precisions": precisions, "calibration": _path(calibration),
+               "validation_images": _path(images), "labels": _path(labels), **settings}
+    return export_model(model, Path(out_dir), _config(ExportConfig, options, "export"))
+
+
+def validate(export_dir: str | Path, images: str | Path | None = None, strict: bool = False) -> ExportManifest:
+    """Judge every file of an export again (on the recorded evaluation images, or on `images`'
+    held-out split); with strict, raise ValidationFailed when any is outside tolerance."""
+    from export.validate import validate as run_validate
+
+    return run_validate(Path(export_dir), images=_path(images), strict=strict)
+
+
+@dataclass
+class BenchResults:
+    """What `pocketml bench` measured: one row per file (the Keras original first) and the choice per platform."""
+
+    out_dir: Path
+    rows: list[dict]
+    recommendations: list[Recommendation]
+    results: dict  # everything results.json holds: machine, libraries, config, peak GFLOP/s
+
+    def row(self, name: str) -> dict:
+        return next(r for r in self.rows if r["name"] == name)
+
+    def recommended(self, platform: str) -> str | None:
+        return next((r.artifact for r in self.recommendations if r.platform == platform), None)
+
+
+def bench(export_dir: str | Path, out_dir: str | Path, **settings: Any) -> BenchResults:
+    """Latency, size and memory of every file in an export directory beside its verdict, and the
+    one to ship per platform (settings: BenchConfig's fields, e.g. threads=[1, 4])."""
+    from benchmarks.bench import bench as run_bench
+
+    results = run_bench(Path(export_dir), Path(out_dir), _config(BenchConfig, settings, "bench"))
+    return BenchResults(Path(out_dir), results["rows"], load_recommendations(out_dir), results)
+
+
+def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """ios/, android/, onnx/ bundles of the files that passed, the recommended one first; returns
+    platform -> the file names each bundle carries."""
+    from export.package import package as run_package
+
+    return run_package(Path(export_dir), Path(out_dir), _path(bench_dir))
+
+
+def run(config: str | Path, run_dir: str | Path | None = None, *, from_stage: str | None = None,
+        to_stage: str | None = None, only: str | None = None, force: bool = False) -> list:
+    """The whole pipeline from a TOML file; stages whose config and inputs are unchanged are skipped.
+    Returns one StageResult per stage considered."""
+    from pocketml.app.pipeline import run_pipeline
+
+    return run_pipeline(config, run_dir, from_stage=from_stage, only=only, force=force, to_stage=to_stage)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
