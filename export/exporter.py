@@ -114,7 +114,7 @@ def model_record(source: Source, config: ExportConfig) -> dict:
     """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
     return {
         **source.spec.to_dict(),
-        "source": str(source.path.resolve()),
+        "source": str(source.path.resolve()) if source.path else None,  # None: a keras.Model from Python
         "notes": source.notes,
         "minimum_deployment_target": config.minimum_deployment_target,
         "opset": config.opset,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from export import predict
-from pocketml import cli
+from pocketml.app import cli
 from pocketml.errors import PocketMLError
 from tests.export import user_models as um
 
@@ -42,7 +42,7 @@ def predict_csv(argv, capsys) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "file", ["android/model-fp32.tflite", "onnx/model-fp32.onnx", "ios/model-fp32.mlpackage", "keras"]
+    "file", ["tflite/model-fp32.tflite", "onnx/model-fp32.onnx", "coreml/model-fp32.mlpackage", "keras"]
 )
 def test_every_format_gives_the_keras_top1_with_its_own_labels(file, exported, photos, capsys):
     export_dir, keras_file, _ = exported
@@ -83,7 +83,7 @@ def test_json_output_and_an_unreadable_image_is_a_row_with_its_error(exported, p
     paths, reference, _ = photos
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    argv = ["predict", str(export_dir / "android" / "model-fp32.tflite"), str(paths[0]), str(broken), "--json", "--top", "1"]
+    argv = ["predict", str(export_dir / "tflite" / "model-fp32.tflite"), str(paths[0]), str(broken), "--json", "--top", "1"]
     assert cli.main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["image"] == str(paths[0]) and rows[0]["error"] is None
@@ -117,7 +117,7 @@ def test_a_file_without_labels_needs_labels(exported, photos, tmp_path, capsys):
 def test_classify_names_the_labels_of_one_image(exported, photos):
     export_dir, _, _ = exported
     paths, reference, _ = photos
-    model = predict.load(export_dir / "android" / "model-fp32.tflite")
+    model = predict.load(export_dir / "tflite" / "model-fp32.tflite")
     assert model.labels == um.PHOTO_LABELS and model.format == "tflite"
     best, second = model.classify(paths[0], top=2)
     assert best[0] == um.PHOTO_LABELS[int(reference[0].argmax())] and best[1] == pytest.approx(reference[0].max(), abs=1e-4)
@@ -125,4 +125,4 @@ def test_classify_names_the_labels_of_one_image(exported, photos):
     with pytest.raises(PocketMLError, match="apply to Keras models"):
         predict.load(export_dir / "onnx" / "model-fp32.onnx", image_size="64")
     with pytest.raises(PocketMLError, match="holds no images"):
-        predict.image_paths([export_dir / "android"])
+        predict.image_paths([export_dir / "tflite"])

@@ -147,11 +147,11 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
     model_dir = save_model_dir(tmp_path / "m", colour_model(), with_spec=False)
     (tmp_path / "labels.txt").write_text("warm\ncold\n")
     images = colour_images()
-    (tmp_path / "photos" / "all").mkdir(parents=True)
+    (tmp_path / "photos").mkdir()
     from PIL import Image
 
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(tmp_path / "photos" / "all" / f"{i}.png")
+    for i, image in enumerate(images):  # a flat folder: unlabelled, judged on agreement
+        Image.fromarray(image).save(tmp_path / "photos" / f"{i}.png")
     config = ExportConfig(precisions=["fp32"], labels=tmp_path / "labels.txt", preprocess="caffe-bgr",
                           validation_images=tmp_path / "photos")  # fmt: skip
     manifest = export_model(model_dir, tmp_path / "out", config)
@@ -165,9 +165,9 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
         probs = format_module(artifact.format).load(path).predict(images)
         np.testing.assert_allclose(probs, reference, atol=1e-4, err_msg=artifact.name)
     onnx_spec = format_module("onnx").read_spec(tmp_path / "out" / "onnx" / "model-fp32.onnx")
-    coreml_spec = format_module("coreml").read_spec(tmp_path / "out" / "ios" / "model-fp32.mlpackage")
+    coreml_spec = format_module("coreml").read_spec(tmp_path / "out" / "coreml" / "model-fp32.mlpackage")
     assert onnx_spec.normalization == coreml_spec.normalization == Normalization.from_dict(recorded)
     from export.tflite_metadata import read_metadata
 
-    description = read_metadata((tmp_path / "out" / "android" / "model-fp32.tflite").read_bytes()).description
+    description = read_metadata((tmp_path / "out" / "tflite" / "model-fp32.tflite").read_bytes()).description
     assert "caffe-bgr: (x - (123.68, 116.779, 103.939)) / 1, then RGB->BGR" in description.decode()

@@ -10,7 +10,7 @@ import h5py
 import pytest
 
 from export.source import load_source
-from pocketml import cli
+from pocketml.app import cli
 from pocketml.errors import PocketMLError
 from tests.export.export_helpers import save_model_dir, tiny_classifier
 
