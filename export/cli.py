@@ -134,15 +134,19 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from export.predict import load, run, summary_rows
-    from pocketml.console import err_console, table
+    import os
 
-    model = load(args.model, labels=args.labels, image_size=args.image_size, preprocess=_requested(args))
+    from export.predict import load, run, summary_rows
+    from pocketml.console import err_console, library_output, table
+
     suffix = args.out.suffix.lower().lstrip(".") if args.out else ""
     style = "json" if args.json else "csv" if args.csv else suffix if suffix in ("json", "csv") else "text"
-    for note in model.notes:
-        err_console.print(f"note: {note}", style="yellow", markup=False)
-    rows = run(model, args.images, top=args.top, style=style, out=args.out)
+    # predict writes no directory of its own, so other libraries' output is dropped (-v shows it live).
+    with library_output(os.devnull):
+        model = load(args.model, labels=args.labels, image_size=args.image_size, preprocess=_requested(args))
+        for note in model.notes:
+            err_console.print(f"note: {note}", style="yellow", markup=False)
+        rows = run(model, args.images, top=args.top, style=style, out=args.out)
     err_console.print(table("top-1 labels", ("label", "images"), summary_rows(rows)))
     err_console.print(f"predicted {len(rows)} images with {args.model}" + (f"; wrote {args.out}" if args.out else ""))
     return 0

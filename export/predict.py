@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,8 @@ class LabelledModel:
     labels: tuple[str, ...]
     path: Path
     format: str  # keras, tflite, onnx, coreml
-    notes: list[str] = field(default_factory=list)  # what loading it assumed (Keras models)
+    notes: list[str] = field(default_factory=list)  # what loading it assumed
+    preprocess: Normalization | None = None  # applied before a file from elsewhere that expects it
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -61,6 +61,8 @@ class LabelledModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, classes] probabilities for uint8|float32 [N,H,W,3] RGB 0..255 images."""
+        if self.preprocess is not None:
+            images = self.preprocess.apply(images)
         probs = np.asarray(self.predictor.predict(images), dtype=np.float32)
         if probs.ndim != 2 or probs.shape[1] != len(self.labels):
             raise PocketMLError(
@@ -97,18 +99,19 @@ def load(
 
         predictor = keras_model.load(path, labels=labels, image_size=image_size, preprocess=preprocess)
         return LabelledModel(predictor, predictor.spec.labels, path, "keras", predictor.notes)
-    if preprocess is not None or image_size is not None:
-        raise PocketMLError(
-            f"--preprocess, --mean/--std and --image-size apply to Keras models; {path.name} carries its input size "
-            "and preprocessing inside"
-        )
+    if image_size is not None:
+        raise PocketMLError(f"--image-size applies to Keras models; {path.name} carries its input size inside")
     fmt = format_of_path(str(path))
     module = format_module(fmt)
     predictor = module.load(path)
     names = read_labels(labels) if labels is not None else module.read_labels(path)
     if not names:
         raise PocketMLError(f"{path.name} carries no labels; pass --labels FILE (one label per line, in output order)")
-    return LabelledModel(predictor, tuple(names), path, fmt)
+    notes = []
+    if preprocess is not None and not preprocess.is_identity:
+        # pocketml's own files carry their preprocessing inside; a file from elsewhere may expect it done.
+        notes.append(f"applying {preprocess.describe()} before {path.name} (it must expect normalised input)")
+    return LabelledModel(predictor, tuple(names), path, fmt, notes, preprocess if notes else None)
 
 
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
@@ -200,7 +203,7 @@ def run(
     model: LabelledModel, inputs: Iterable[str | Path], top: int = DEFAULT_TOP, style: str = "text", out: Path | None = None
 ) -> list[Prediction]:
     """Predict every image, streaming rows to `out` (written atomically) or stdout; returns the rows."""
-    from pocketml.console import progress
+    from pocketml.console import console, progress
     from pocketml.fsutil import atomic_output
 
     paths = image_paths(inputs)
@@ -214,8 +217,8 @@ def run(
             bar.advance(task)
 
         rows = predictions(model, paths, top)
-        if out is None:
-            write_rows(rows, sys.stdout, style, top, each)
+        if out is None:  # the terminal (console.file stays on it while library output is captured)
+            write_rows(rows, console.file, style, top, each)
         else:
             with atomic_output(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
                 write_rows(rows, stream, style, top, each)

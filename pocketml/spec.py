@@ -83,6 +83,15 @@ class Normalization:
                 return replace(self, name=preset.name)
         return self
 
+    def apply(self, images):
+        """float32 `images` [N,H,W,3] RGB 0..255 normalised (numpy), for a file from elsewhere that
+        expects it done; pocketml's own files do this inside (export/graph.py preprocessing_layer)."""
+        import numpy as np
+
+        mean, std = (np.asarray(v, np.float32) for v in (self.mean, self.std))
+        out = (np.asarray(images, np.float32) - mean) / std
+        return np.ascontiguousarray(out[..., ::-1]) if self.channel_order == "BGR" else out
+
     def describe(self) -> str:
         """One line for notes and file metadata, e.g. "mobilenet: (x - 127.5) / 127.5"."""
         if self.is_identity:

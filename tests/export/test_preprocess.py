@@ -171,3 +171,26 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
 
     description = read_metadata((tmp_path / "out" / "tflite" / "model-fp32.tflite").read_bytes()).description
     assert "caffe-bgr: (x - (123.68, 116.779, 103.939)) / 1, then RGB->BGR" in description.decode()
+
+
+def test_predict_applies_preprocessing_for_a_file_from_elsewhere_that_expects_it(tmp_path):
+    """An ONNX file converted without the preprocessing its network expects (as files from other
+    tools are): `pocketml predict --preprocess caffe-bgr` feeds it what it was trained on."""
+    from export import predict
+
+    model = colour_model()
+    source = load_source(model, labels=_labels(tmp_path), preprocess=PRESETS["none"])
+    format_module("onnx").convert(source.model, source.spec, "fp32", tmp_path / "foreign.onnx", None)
+    images = colour_images()
+    loaded = predict.load(tmp_path / "foreign.onnx", preprocess=PRESETS["caffe-bgr"])
+    assert loaded.notes == ["applying caffe-bgr: (x - (123.68, 116.779, 103.939)) / 1, then RGB->BGR before "
+                            "foreign.onnx (it must expect normalised input)"]  # fmt: skip
+    expected = by_hand(model, images, (123.68, 116.779, 103.939), 1.0, bgr=True)
+    np.testing.assert_allclose(loaded.predict(images), expected, atol=1e-5)
+    assert not np.allclose(predict.load(tmp_path / "foreign.onnx").predict(images), expected, atol=1e-2)
+
+
+def _labels(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("warm\ncold\n")
+    return path
