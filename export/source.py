@@ -54,7 +54,6 @@ class Network:
     path: Path | None
     input_shape: tuple | None  # as declared, [N,H,W,C] with None for dynamic dims; None: not declared
     input_dtype: str
-    output_count: int | None  # declared outputs (None: known only after calling it)
     spec: ModelSpec | None = None  # spec.json beside the model
 
 
@@ -96,16 +95,24 @@ def model_kind(path: Path) -> tuple[str, Path]:
     raise PocketMLError(f"{path} is not a Keras .keras/.h5 model or a SavedModel; give {ACCEPTED}")
 
 
+def declared_inputs(model: Any) -> list:
+    """The input tensors a Functional/Sequential model declares; [] for a subclassed or unbuilt one."""
+    try:
+        return list(model.inputs or [])
+    except (AttributeError, ValueError):  # subclassed models have no .inputs; unbuilt Sequentials refuse
+        return []
+
+
 def keras_network(model: Any, kind: str, path: Path | None, spec: ModelSpec | None = None) -> Network:
-    if hasattr(model, "inputs") and getattr(model, "inputs", None):  # Functional, Sequential with an Input
-        shapes = [tuple(t.shape) for t in model.inputs]
-        if len(shapes) != 1:
-            names = ", ".join(getattr(t, "name", "?") for t in model.inputs)
-            raise PocketMLError(f"model has {len(shapes)} inputs ({names}); accepted: {ACCEPTED_INPUT}")
-        return Network(model, kind, path, shapes[0], str(model.inputs[0].dtype), len(model.outputs), spec)
+    inputs = declared_inputs(model)
+    if inputs:
+        if len(inputs) != 1:
+            names = ", ".join(getattr(t, "name", "?") for t in inputs)
+            raise PocketMLError(f"model has {len(inputs)} inputs ({names}); accepted: {ACCEPTED_INPUT}")
+        return Network(model, kind, path, tuple(inputs[0].shape), str(inputs[0].dtype), spec)
     # A subclassed model: Keras records the shape it was first built with, if any.
     built = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
-    return Network(model, kind, path, tuple(built) if built else None, "float32", None, spec)
+    return Network(model, kind, path, tuple(built) if built else None, "float32", spec)
 
 
 def saved_model_network(directory: Path) -> Network:
@@ -119,7 +126,7 @@ def saved_model_network(directory: Path) -> Network:
     (input_name, spec), output_name = next(iter(inputs.items())), next(iter(outputs))
     layer = graph.signature_layer(loaded, signature, input_name, output_name)
     shape = tuple(spec.shape) if spec.shape.rank is not None else ()
-    return Network(layer, "savedmodel", directory, shape, spec.dtype.name, 1)
+    return Network(layer, "savedmodel", directory, shape, spec.dtype.name)
 
 
 def load_network(model: Any, custom_objects: dict | None = None) -> Network:
@@ -142,7 +149,7 @@ def input_size(network: Network, image_size: tuple[int, int] | None) -> tuple[in
     dynamic or undeclared input, else the size in a spec.json beside the model."""
     default = network.spec.image_size if network.spec else None
     shape, dtype = network.input_shape, network.input_dtype
-    if not (dtype.startswith(("float", "bfloat")) or dtype.startswith(("uint", "int"))):
+    if not dtype.startswith(("float", "bfloat", "uint", "int")):
         raise PocketMLError(f"model input is {dtype}, not pixels; accepted: {ACCEPTED_INPUT}")
     if shape is None:
         if (image_size or default) is None:
@@ -167,19 +174,29 @@ def input_size(network: Network, image_size: tuple[int, int] | None) -> tuple[in
     return fixed
 
 
+def _per_channel(value: Any) -> np.ndarray | None:
+    """`value` (a scalar, or one number per channel) as 3 float64s; None when it is not per channel."""
+    values = np.asarray(value, np.float64).reshape(-1)
+    return np.broadcast_to(values, 3) if values.size in (1, 3) else None
+
+
 def affine_of(layer: Any) -> Normalization | None:
     """The per-channel map a Rescaling or (non-inverting) Normalization layer applies, else None."""
     kind = type(layer).__name__
     if kind == "Rescaling":
-        scale, offset = (np.broadcast_to(np.asarray(v, np.float64).reshape(-1), 3) for v in (layer.scale, layer.offset))
-        # x * scale + offset == (x - mean) / std
-        return Normalization("rescaling", tuple(0.0 - offset / scale), tuple(1 / scale))  # type: ignore[arg-type]
-    if kind == "Normalization" and not getattr(layer, "invert", False) and hasattr(layer, "mean"):
-        mean = np.asarray(layer.mean, np.float64).reshape(-1)
-        std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64).reshape(-1)), 1e-7)
-        if mean.size in (1, 3) and std.size in (1, 3):
-            return Normalization("rescaling", tuple(np.broadcast_to(mean, 3)), tuple(np.broadcast_to(std, 3)))  # type: ignore[arg-type]
-    return None
+        scale, offset = _per_channel(layer.scale), _per_channel(layer.offset)
+        if scale is None or offset is None or not scale.all():
+            return None
+        # x * scale + offset == (x - mean) / std; 0.0 - keeps a zero offset from printing as -0
+        mean, std = 0.0 - offset / scale, 1 / scale
+    elif kind == "Normalization" and not getattr(layer, "invert", False) and hasattr(layer, "mean"):
+        mean, variance = _per_channel(layer.mean), _per_channel(layer.variance)
+        if mean is None or variance is None:
+            return None
+        std = np.maximum(np.sqrt(variance), 1e-7)  # as Keras' Normalization divides
+    else:
+        return None
+    return Normalization("rescaling", tuple(float(m) for m in mean), tuple(float(s) for s in std))  # type: ignore[arg-type]
 
 
 def leading_layers(model: Any):
@@ -251,7 +268,7 @@ def single_output(output: Any) -> Any:
 
 def final_activation(model: Any) -> str | None:
     """The activation of a Functional/Sequential model's last layer (None when unknown)."""
-    if not getattr(model, "inputs", None) or not getattr(model, "layers", None):
+    if not declared_inputs(model) or not getattr(model, "layers", None):
         return None
     layer = model.layers[-1]
     while getattr(layer, "layers", None):  # a nested Sequential/Functional head
@@ -289,7 +306,7 @@ def classifier_of(network: Network, size: tuple[int, int], norm: Normalization) 
     """The graph.py classifier around `network`, and notes on what was changed."""
     notes = []
     model = network.model
-    if network.input_dtype.startswith(("uint", "int")) and getattr(model, "inputs", None):
+    if network.input_dtype.startswith(("uint", "int")) and declared_inputs(model):
         model = graph.float_input(model, size)
     added = norm if norm.added_at_export else None
     try:

@@ -122,7 +122,7 @@ def test_classify_names_the_labels_of_one_image(exported, photos):
     best, second = model.classify(paths[0], top=2)
     assert best[0] == um.PHOTO_LABELS[int(reference[0].argmax())] and best[1] == pytest.approx(reference[0].max(), abs=1e-4)
     assert best[1] >= second[1]
-    with pytest.raises(PocketMLError, match="apply to Keras models"):
+    with pytest.raises(PocketMLError, match="--image-size applies to Keras models"):
         predict.load(export_dir / "onnx" / "model-fp32.onnx", image_size="64")
     with pytest.raises(PocketMLError, match="holds no images"):
         predict.image_paths([export_dir / "tflite"])
