@@ -303,7 +303,8 @@ def needs_softmax(raw: Any, network: Network, size: tuple[int, int]) -> bool:
 
 
 def classifier_of(network: Network, size: tuple[int, int], norm: Normalization) -> tuple[Any, list[str]]:
-    """The graph.py classifier around `network`, and notes on what was changed."""
+    """The graph.py classifier around `network` (the network itself when it already is one), and
+    notes on what was changed."""
     notes = []
     model = network.model
     if network.input_dtype.startswith(("uint", "int")) and declared_inputs(model):
@@ -319,8 +320,13 @@ def classifier_of(network: Network, size: tuple[int, int], norm: Normalization) 
     if softmax:
         # Apps and the parity checks read probabilities; logits would make every tolerance meaningless.
         notes.append("model output had no softmax (logits); a Softmax layer was added so outputs are probabilities")
-    if network.input_shape and None in network.input_shape[1:3]:
+    dynamic = bool(network.input_shape) and None in network.input_shape[1:3]
+    if dynamic:
         notes.append(f"dynamic input fixed at {size[0]}x{size[1]} pixels")
+    if model is network.model and declared_inputs(model) and not (softmax or dynamic or added):
+        # Already the classifier (a fixed float RGB input, probabilities out): used as it is, so its
+        # layers stay where callers look for them; the converters still meet it only through graph.traced.
+        return model, notes
     return (graph.classifier(image, output, add_softmax=True) if softmax else raw), notes
 
 

@@ -61,8 +61,7 @@ def test_every_shape_becomes_the_same_classifier(case, parts, photos, labels_fil
     model = case.build(parts)
     saved = um.save_case(case, model, tmp_path)
     source = load_source(saved, labels=labels_file, **case.source_kwargs())
-    assert source.model.inputs[0].name == "image" and tuple(source.model.inputs[0].shape) == (None, 64, 64, 3)
-    assert str(source.model.inputs[0].dtype) == "float32"
+    assert tuple(source.model.inputs[0].shape) == (None, 64, 64, 3) and str(source.model.inputs[0].dtype) == "float32"
     assert source.spec.labels == um.PHOTO_LABELS and source.spec.image_size == (64, 64)
     assert any(case.note in note for note in source.notes), source.notes
     probs = np.asarray(source.model(images.astype(np.float32)), np.float64)
@@ -82,8 +81,25 @@ def check_export(export_dir, model, case, images) -> None:
         count = COREML_PHOTOS if artifact.format == "coreml" else len(images)
         probs = format_module(artifact.format).load(export_dir / artifact.path).predict(images[:count])
         assert_matches(probs, reference[:count], f"{case.name} {artifact.name}")
+    # Whatever the user called their input, every file's input is `image` (graph.py's one signature).
+    assert [i.name for i in ort_inputs(export_dir / "onnx" / "model-fp32.onnx")] == ["image"]
+    assert [i["name"] for i in tflite_inputs(export_dir / "tflite" / "model-fp32.tflite")] == ["image"]
+    assert [i.name for i in format_module("coreml").read_model_spec(export_dir / "coreml" / "model-fp32.mlpackage")
+            .description.input] == ["image"]  # fmt: skip
     normalization = manifest.model["normalization"]
     assert normalization["added_at_export"] == bool(case.export.get("preprocess") or case.export.get("mean"))
+
+
+def ort_inputs(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
+
+
+def tflite_inputs(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path)).get_input_details()
 
 
 def test_sequential_exports_to_all_three_formats_and_matches(photos_dir, photos, tmp_path_factory):
