@@ -145,7 +145,7 @@ def run_predict(args: argparse.Namespace) -> int:
     with library_output(os.devnull):
         model = load(args.model, labels=args.labels, image_size=args.image_size, preprocess=_requested(args))
         for note in model.notes:
-            err_console.print(f"note: {note}", style="yellow", markup=False)
+            err_console.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
         rows = run(model, args.images, top=args.top, style=style, out=args.out)
     err_console.print(table("top-1 labels", ("label", "images"), summary_rows(rows)))
     err_console.print(f"predicted {len(rows)} images with {args.model}" + (f"; wrote {args.out}" if args.out else ""))
