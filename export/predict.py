@@ -14,7 +14,6 @@ is a row with its error rather than the end of the run.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -233,9 +232,3 @@ def summary_rows(rows: list[Prediction]) -> list[tuple[str, int]]:
         counts[key] = counts.get(key, 0) + 1
     return sorted(counts.items(), key=lambda kv: (kv[0] == "(error)", -kv[1], kv[0]))
 
-
-def csv_text(rows: list[Prediction], top: int) -> str:
-    """The CSV `--csv` writes, as one string (for the Python API and tests)."""
-    stream = io.StringIO()
-    write_rows(rows, stream, "csv", top, lambda row: None)
-    return stream.getvalue()
