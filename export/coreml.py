@@ -270,3 +270,8 @@ def read_labels(path: Path) -> tuple[str, ...] | None:
     """The labels in the package's metadata (output order), or None for a package from elsewhere."""
     labels = read_metadata(Path(path)).get(META_LABELS)
     return tuple(json.loads(labels)) if labels else None
+
+
+def read_precision(path: Path) -> str | None:
+    """The precision pocketml recorded in the package's metadata, or None for a package from elsewhere."""
+    return read_metadata(Path(path)).get(META_PRECISION)

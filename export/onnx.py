@@ -367,3 +367,8 @@ def read_labels(path: Path) -> tuple[str, ...] | None:
     """The labels in the file's metadata (output order), or None for a file from elsewhere."""
     labels = read_metadata(Path(path)).get(META_LABELS)
     return tuple(json.loads(labels)) if labels else None
+
+
+def read_precision(path: Path) -> str | None:
+    """The precision pocketml recorded in the file's metadata, or None for a file from elsewhere."""
+    return read_metadata(Path(path)).get(META_PRECISION)

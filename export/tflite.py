@@ -176,3 +176,8 @@ def read_labels(path: str | Path) -> tuple[str, ...] | None:
     text = read_associated_files(Path(path).read_bytes()).get(LABELS_NAME)
     labels = tuple(line.strip() for line in (text or b"").decode("utf-8").splitlines() if line.strip())
     return labels or None
+
+
+def read_precision(path: str | Path) -> str | None:
+    """None: the TFLite metadata schema has no field for it (pocketml's files say it in their name)."""
+    return None
