@@ -19,7 +19,7 @@ On the GPU machine (the `run` tool, carry [".gpu"]):
 
 Back on the CPU machine, export that file and check it against itself on TensorFlow:
 
-    pocketml export OUT/model --out runs/gpu_export --calibration .gpu/data/hotdog
+    pocketml export OUT/model --out runs/gpu_export --images .gpu/data/hotdog
 
 With no arguments it runs the H200 settings on ../shared's hot-dog photos with this environment's
 packages; `--image-size 64 --device-batch 16 ...` make it a CPU-sized smoke run (tests do that).

@@ -121,7 +121,7 @@ def _train(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
     eval_images = images[1] if splits.test is None else None
     report = evaluate_model(classifier, splits, out_dir, config.batch_size, eval_images)
     _print_summary(config, weights, plan, splits, best, report, time.perf_counter() - started)
-    print(f"model directory: {out_dir} (model.keras, spec.json, labels.txt, history.csv, eval.json, PNGs)")
+    console.print(f"model directory: {out_dir} (model.keras, spec.json, labels.txt, history.csv, training.json, eval.json, PNGs)")
     return out_dir
 
 
