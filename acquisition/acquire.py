@@ -1,47 +1,41 @@
-"""`acquire`: the one place that wires source -> shards -> downloader -> verifier -> store -> state.
+"""`acquire`: the one place that wires source -> shards -> executor -> state.
 
-Threads fetch (network waits release the GIL); worker processes decode and verify (CPU); the main
-thread alone writes the state DB, in batched transactions. Items stream from the sources in
-shards of `shard_size`; several shards overlap so one slow URL never idles the others, and a
-shard is marked done once all its outcomes are committed. Everything a rerun needs is in
+Items stream from the sources in shards of `shard_size`. An executor (local worker processes, or
+Ray tasks on a cluster: acquisition/executors.py) runs each shard: fetch, verify and store on
+threads, returning one outcome row per item (acquisition/shard.py). This driver alone writes the
+state DB, one transaction per finished shard (its outcomes and its `done` mark together), so a kill
+at any moment leaves every URL either finished or still pending. URLs a shard hands back (hung or
+timed out) go out again in straggler batches; their shard is marked done once they are settled,
+and the last batch leaves only when every fresh shard is back. Everything a rerun needs is in
 `state.sqlite`; `pool.csv` and `acquisition.json` are rewritten from it at the end of every run.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import multiprocessing
-import os
-import queue
-import sys
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
 from acquisition import store
-from acquisition.downloader import Downloader, Fetched
+from acquisition.executors import Executor, make_executor
+from acquisition.pool import POOL_COLUMNS, POOL_FILE
+from acquisition.shard import ShardResult, ShardTask
 from acquisition.sources import Source, SourceItem, make_source
 from acquisition.state import OK, Outcome, State, item_key
-from acquisition.verify import Verified, verify_and_store
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.console import print_table, progress
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, atomic_write_json
 
-# The contract's seven columns, then `split`: a source's own split (ImageFolder train/val), or empty.
-POOL_COLUMNS = ("sha256", "path", "label", "source", "source_url", "width", "height", "split")
-LOCAL_SOURCES = frozenset({"folder"})  # the only sources whose items may be file:// URLs
-COMMIT_EVERY = 256  # outcomes per transaction: fewer fsyncs, and a kill loses at most this many
-COMMIT_SECONDS = 1.0  # ...or this much time, whichever comes first
+STRAGGLER_BATCH = 64  # handed-back URLs per straggler task: they mostly wait, so all of a batch run at once
 
 
 def acquire(config: AcquireConfig, out_dir: Path) -> dict:
     """Fetch, verify and store every source item; returns the summary written to acquisition.json."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     sources = [make_source(table, f"acquire.sources[{i}]") for i, table in enumerate(config.sources)]
     if not sources:
         raise PocketMLError("[acquire] has no sources; add e.g. sources = [{type = \"urls\", path = \"urls.txt\"}]")
@@ -50,17 +44,21 @@ def acquire(config: AcquireConfig, out_dir: Path) -> dict:
     state = State(out_dir / "state.sqlite")
     started = time.monotonic()
     try:
-        processed = _run(config, sources, state, out_dir)
+        reopened = state.reopen_retryable() if config.retry_failed else 0
+        run = _run(config, sources, state, out_dir)
     finally:
         state.close()
     state = State(out_dir / "state.sqlite")
     try:
-        write_pool(state, out_dir / "pool.csv")
-        summary = _summary(state, out_dir, processed, time.monotonic() - started)
+        write_pool(state, out_dir / POOL_FILE)
+        summary = _summary(state, out_dir, run, time.monotonic() - started, reopened, config.executor)
     finally:
         state.close()
     atomic_write_json(out_dir / "acquisition.json", summary)
     print_summary(summary)
+    if run.failed:
+        raise PocketMLError(f"{len(run.failed)} shard(s) lost their worker {config.max_retries + 1} times "
+                            f"({', '.join(run.failed[:5])}); their URLs are still pending: rerun to resume")
     return summary
 
 
@@ -74,99 +72,121 @@ def shards(sources: list[Source], size: int) -> Iterator[tuple[str, list[SourceI
             number += 1
 
 
-class _Pipeline:
-    """Items in, outcomes out: fetch on threads, verify in processes, results on a queue."""
+class _RunStats:
+    """What this run did, for the summary: counts, CPU of the shard tasks, and the tail."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.task_cpu_s = 0.0
+        self.first_start: float | None = None
+        self.busy_until = 0.0  # time.time() of the last outcome that was real work (not a timeout)
+        self.finished = 0.0
+        self.failed: list[str] = []
+
+    def add(self, result: ShardResult) -> None:
+        self.processed += len(result.outcomes)
+        self.task_cpu_s += result.cpu_s
+        self.first_start = min(self.first_start or result.started, result.started)
+        self.busy_until = max(self.busy_until, result.busy_until)
+        self.finished = max(self.finished, result.finished)
+
+
+class _LazyExecutor:
+    """The executor, started on the first shard that has work: a rerun with nothing left to do
+    never starts worker processes or joins a Ray cluster."""
 
     def __init__(self, config: AcquireConfig, out_dir: Path):
-        workers = config.workers or os.cpu_count() or 1
-        self.config = config
-        self.out_dir = str(out_dir)
-        self.cpu = ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_exit_with_parent,
-                                       initargs=(os.getpid(),))
-        # With fork, the pool starts all its workers on the first submit: do it before this process
-        # has any fetch or watchdog thread, so no child inherits a lock some thread was holding.
-        self.cpu.submit(os.getpid).result()
-        self.downloader = Downloader(config.download)
-        self.net = ThreadPoolExecutor(config.download.threads, thread_name_prefix="fetch")
-        self.results: queue.Queue[tuple[str, str, Future]] = queue.Queue()
-        self.in_flight = 0
+        self.config, self.out_dir = config, out_dir
+        self.executor: Executor | None = None
 
-    def submit(self, shard: str, item: SourceItem) -> None:
-        future = self.net.submit(self._process, item)
-        key = item_key(item)
-        future.add_done_callback(lambda f: self.results.put((shard, key, f)))
-        self.in_flight += 1
+    def get(self) -> Executor:
+        if self.executor is None:
+            self.executor = make_executor(self.config, str(self.out_dir))
+        return self.executor
 
-    def next_result(self) -> tuple[str, str, Outcome]:
-        shard, key, future = self.results.get()
-        self.in_flight -= 1
-        return shard, key, future.result()
+    def in_flight(self) -> int:
+        return self.executor.in_flight() if self.executor else 0
 
-    def close(self, cancel: bool = False) -> None:
-        self.net.shutdown(wait=not cancel, cancel_futures=cancel)
-        self.cpu.shutdown(wait=not cancel, cancel_futures=cancel)
-        if not cancel:
-            self.downloader.close()
-
-    def _process(self, item: SourceItem) -> Outcome:
-        if item.data is not None:
-            fetched = Fetched("ok", item.data, item.url, 0)
-        else:
-            fetched = self.downloader.fetch(item.url, allow_file=item.source in LOCAL_SOURCES)
-        if fetched.status != OK:
-            return Outcome(fetched.status, fetched.error, fetched.attempts, fetched.http_status, final_url=fetched.final_url)
-        data = fetched.data or b""
-        raw_sha = hashlib.sha256(data).hexdigest()
-        verified: Verified = self.cpu.submit(verify_and_store, data, self.config.verify, self.out_dir,
-                                             fetched.final_url, item.box, item.rotation).result()
-        return Outcome(verified.status, verified.error, fetched.attempts, fetched.http_status, len(data), raw_sha,
-                       verified.sha256 or None, verified.path or None, verified.width or None,
-                       verified.height or None, fetched.final_url)
+    def close(self, cancel: bool) -> list[str]:
+        if self.executor is None:
+            return []
+        self.executor.close(cancel)
+        return self.executor.failed
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Worker initializer: leave when the parent is gone. A forked worker holds the pipe ends its
-    parent held, so after a kill -9 of the parent it would wait on the task queue forever."""
+class _Stragglers:
+    """URLs fresh shards handed back (timed out, or still hanging when the shard stopped waiting),
+    batched into straggler tasks. A shard is marked done only once its handed-back URLs are settled,
+    so a kill before that leaves them pending for the next run."""
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
+    def __init__(self) -> None:
+        self.waiting: list[SourceItem] = []
+        self.owner: dict[str, tuple[str, int]] = {}  # URL key -> (its shard, attempts spent before)
+        self.outstanding: Counter[str] = Counter()  # shard -> handed-back URLs not yet settled
+        self.batches: set[str] = set()
+        self.running = 0  # straggler batches in flight
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    def defer(self, shard: str, deferred: list[tuple[SourceItem, int]]) -> None:
+        for item, attempts in deferred:
+            self.owner[item_key(item)] = (shard, attempts)
+            self.outstanding[shard] += 1
+            self.waiting.append(item)
+
+    def settle(self, key: str, outcome: Outcome) -> tuple[str, Outcome]:
+        shard, before = self.owner.pop(key)
+        self.outstanding[shard] -= 1
+        return shard, Outcome(**{**outcome.__dict__, "attempts": before + outcome.attempts})
+
+    def take(self, everything: bool) -> list[SourceItem] | None:
+        """A batch when a full one is waiting (or, at the end, whatever is left)."""
+        if len(self.waiting) < STRAGGLER_BATCH and not (everything and self.waiting):
+            return None
+        batch, self.waiting = self.waiting[:STRAGGLER_BATCH], self.waiting[STRAGGLER_BATCH:]
+        return batch
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """fork on Linux (fast start, works from any __main__); the platform default elsewhere (macOS
-    system libraries are not fork-safe)."""
-    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-
-
-def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Path) -> int:
-    pipeline = _Pipeline(config, out_dir)
-    max_in_flight = max(4 * config.download.threads, 2 * config.shard_size)
-    remaining: dict[str, int] = {}
-    processed = 0
-    last_commit = time.monotonic()
+def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Path) -> _RunStats:
+    lazy = _LazyExecutor(config, out_dir)
+    stats, stragglers = _RunStats(), _Stragglers()
     cancel = False
 
-    def drain_one() -> None:
-        nonlocal processed, last_commit
-        shard, key, outcome = pipeline.next_result()
-        state.record(key, outcome)
-        processed += 1
-        bar.advance(task)
-        remaining[shard] -= 1
-        if remaining[shard] == 0 or processed % COMMIT_EVERY == 0 or time.monotonic() - last_commit > COMMIT_SECONDS:
-            state.commit()
-            last_commit = time.monotonic()
-        if remaining[shard] == 0:
-            state.finish_shard(shard)
-            del remaining[shard]
+    def collect(bar, task_id) -> None:
+        result = lazy.get().next_result()
+        if result is None:  # given up on after max_retries: its URLs stay pending for the next run
+            return
+        settled = []
+        stragglers.running -= result.shard in stragglers.batches
+        for key, outcome in result.outcomes:
+            if result.shard in stragglers.batches:
+                shard, outcome = stragglers.settle(key, outcome)
+                settled.append(shard)
+            state.record(key, outcome)
+        stragglers.defer(result.shard, result.deferred)
+        owners = settled if result.shard in stragglers.batches else [result.shard]
+        for shard in dict.fromkeys(owners):
+            if not stragglers.outstanding[shard]:
+                state.finish_shard(shard)  # commits its outcomes and its done mark in one transaction
+        state.commit()
+        stats.add(result)
+        bar.advance(task_id, len(result.outcomes))
+
+    def submit(bar, task_id, task: ShardTask) -> None:
+        executor = lazy.get()
+        while executor.in_flight() >= executor.slots:
+            collect(bar, task_id)
+        executor.submit(task)
+
+    def submit_stragglers(bar, task_id, everything: bool) -> None:
+        while (batch := stragglers.take(everything)) is not None:
+            name = f"stragglers-{len(stragglers.batches):06d}"
+            stragglers.batches.add(name)
+            stragglers.running += 1
+            submit(bar, task_id, ShardTask(name, batch, str(out_dir), config.download, config.verify,
+                                           len(batch), straggler=True))
 
     try:
         with progress() as bar:
-            task = bar.add_task("acquire", total=None)
+            task_id = bar.add_task("acquire", total=None)
             for shard, items in shards(sources, config.shard_size):
                 if state.shard_done(shard):
                     continue
@@ -174,20 +194,22 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
                 if not todo:
                     state.finish_shard(shard)
                     continue
-                remaining[shard] = len(todo)
-                for item in todo:
-                    while pipeline.in_flight >= max_in_flight:
-                        drain_one()
-                    pipeline.submit(shard, item)
-            while pipeline.in_flight:
-                drain_one()
+                submit_stragglers(bar, task_id, everything=False)
+                submit(bar, task_id, ShardTask(shard, todo, str(out_dir), config.download, config.verify,
+                                               config.download.threads))
+            while lazy.in_flight() or stragglers.waiting:
+                if stragglers.waiting and lazy.in_flight() == stragglers.running:
+                    # Every fresh shard is back: what is left goes out at once, not shard by shard.
+                    submit_stragglers(bar, task_id, everything=True)
+                else:
+                    collect(bar, task_id)
     except BaseException:
         cancel = True
         raise
     finally:
-        state.commit()  # every outcome already known is kept
-        pipeline.close(cancel)
-    return processed
+        state.commit()
+        stats.failed = lazy.close(cancel)
+    return stats
 
 
 def write_pool(state: State, path: Path) -> int:
@@ -202,9 +224,11 @@ def write_pool(state: State, path: Path) -> int:
     return count
 
 
-def _summary(state: State, out_dir: Path, processed: int, seconds: float) -> dict:
+def _summary(state: State, out_dir: Path, run: _RunStats, seconds: float, reopened: int, executor: str) -> dict:
     by_status = state.status_counts()
     done, seen = state.shard_counts()
+    work_s = (run.finished - run.first_start) if run.first_start else 0.0
+    busy_s = max(0.0, run.busy_until - run.first_start) if run.first_start else 0.0
     return {
         "out_dir": str(out_dir),
         "urls": sum(by_status.values()),
@@ -213,9 +237,13 @@ def _summary(state: State, out_dir: Path, processed: int, seconds: float) -> dic
         "by_label": state.label_counts(),
         "repeated_urls": state.repeated_urls(),
         "shards": {"done": done, "seen": seen},
-        "this_run": {"processed": processed, "seconds": round(seconds, 3),
-                     "per_second": round(processed / seconds, 2) if seconds > 0 else None},
-        "pool": "pool.csv",
+        "this_run": {"executor": executor, "processed": run.processed, "retried_failed": reopened,
+                     "seconds": round(seconds, 3),
+                     "per_second": round(run.processed / seconds, 2) if seconds > 0 else None,
+                     # From the first shard's start: until the last real outcome, and the wait after it.
+                     "busy_s": round(busy_s, 3), "tail_s": round(max(0.0, work_s - busy_s), 3),
+                     "task_cpu_s": round(run.task_cpu_s, 3), "lost_shards": run.failed},
+        "pool": POOL_FILE,
     }
 
 

@@ -24,11 +24,23 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="concurrent downloads")
     p.add_argument("--workers", type=int, help="verification processes (0 = one per core)")
     p.add_argument("--max-side", type=int, help="resize stored images so the long side is at most this")
+    p.add_argument("--executor", choices=("local", "ray"), help="where shards run: local processes or a Ray cluster")
+    p.add_argument("--ray-address", help="Ray cluster to join (HOST:6379 or ray://HOST:10001); omit to start a "
+                   "local Ray instance. The --out directory must be on a filesystem every node mounts")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="refetch only URLs whose last outcome was retryable (timeout, connection error, 5xx, 429)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from acquisition.acquire import acquire
+
+    acquire(config_of(args), args.out)
+    return 0
+
+
+def config_of(args: argparse.Namespace):
+    """The AcquireConfig of CONFIG.toml with the command-line options laid over it."""
     from pocketml.config import from_mapping, load_toml
     from pocketml.configs.acquire import AcquireConfig
     from pocketml.errors import PocketMLError
@@ -47,11 +59,16 @@ def run(args: argparse.Namespace) -> int:
         table["workers"] = args.workers
     if args.max_side is not None:
         verify["max_side"] = args.max_side
+    if args.ray_address:
+        table["executor"], table["ray_address"] = "ray", args.ray_address
+    if args.executor:
+        table["executor"] = args.executor
+    if args.retry_failed:
+        table["retry_failed"] = True
     table["download"], table["verify"] = download, verify
     if not table["sources"]:
         raise PocketMLError("no sources: give CONFIG.toml with [[acquire.sources]] or --urls/--folder/--imagenet-term")
-    acquire(from_mapping(AcquireConfig, table, "acquire"), args.out)
-    return 0
+    return from_mapping(AcquireConfig, table, "acquire")
 
 
 def quick_sources(args: argparse.Namespace) -> list[dict]:

@@ -20,14 +20,13 @@ import numpy as np
 
 from acquisition import hashing, neardup, quality, report, splits
 from acquisition.image_facts import ImageFacts, collect_facts, thumbnails
+from acquisition.pool import POOL_COLUMNS, POOL_FILE, REQUIRED_POOL_COLUMNS
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import err_console, print_table
 from pocketml.dataset import DATASET_MANIFEST, MANIFEST_COLUMNS, SPLIT_ALIASES, SPLITS
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_text
 
-POOL = "pool.csv"
-POOL_COLUMNS = ("sha256", "path", "label", "source", "source_url", "width", "height")
 REMOVED = "removed.csv"
 REMOVED_COLUMNS = (
     "sha256",
@@ -123,14 +122,14 @@ def keeper(members: Sequence[Item]) -> Item:
 
 def read_pool(dataset_dir: Path) -> list[Item]:
     """Items of pool.csv; an optional `split` column carries a source's predefined split."""
-    pool = dataset_dir / POOL
+    pool = dataset_dir / POOL_FILE
     if not pool.is_file():
         raise PocketMLError(
-            f"{pool} not found; run `pocketml acquire` first or give a dataset dir containing {POOL}"
+            f"{pool} not found; run `pocketml acquire` first or give a dataset dir containing {POOL_FILE}"
         )
     with open(pool, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = {"path", "label"} - set(reader.fieldnames or ())
+        missing = set(REQUIRED_POOL_COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise PocketMLError(f"{pool} lacks columns {sorted(missing)}; expected {', '.join(POOL_COLUMNS)}")
         items = [_pool_item(k, row, dataset_dir, pool) for k, row in enumerate(reader)]
@@ -366,14 +365,14 @@ def curate(dataset_dir: Path, config: CurateConfig) -> dict:
     dataset_dir = Path(dataset_dir)
     pool = read_pool(dataset_dir)
     decoded, removals, warnings = readable(pool, config, "curating: hashing images")
-    require_two_labels(decoded, dataset_dir / POOL)
+    require_two_labels(decoded, dataset_dir / POOL_FILE)
     items, quality_removed = quality_filter(decoded, config)
     removals += quality_removed
-    require_two_labels(items, dataset_dir / POOL)
+    require_two_labels(items, dataset_dir / POOL_FILE)
     analysis = analyse(items, config)
     kept, dup_removed = resolve_duplicates(items, analysis, config)
     removals += dup_removed
-    require_two_labels(kept, dataset_dir / POOL)
+    require_two_labels(kept, dataset_dir / POOL_FILE)
     item_splits = split_items(kept, config)
     warnings += splits.empty_classes([it.label for it in kept], item_splits, config.ratios)
     for warning in warnings:

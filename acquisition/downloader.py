@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from acquisition.state import RETRYABLE_HTTP
 from pocketml.configs.acquire import DownloadConfig
 
 READ_CHUNK = 1 << 16
-RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -74,6 +74,14 @@ class _Watchdog:
         if token is not None:
             token["active"] = False
 
+    def fire_all(self) -> None:
+        """Cut every armed attempt now, as if each had reached its deadline."""
+        with self._cv:
+            tokens = [token for _, _, token in self._heap if token["active"]]
+        for token in tokens:
+            token["fired"] = True
+            _shutdown(token["sock"])
+
     def stop(self) -> None:
         with self._cv:
             self._stopped = True
@@ -114,27 +122,45 @@ class Downloader:
         self._local = threading.local()
         self._watchdog = _Watchdog()
         self._ssl: ssl.SSLContext | None = None  # made on the first https URL: loading CA certs takes ~0.1 s
+        self._cut = threading.Event()
 
     def close(self) -> None:
         """Stop the watchdog thread (call once no fetch is running)."""
         self._watchdog.stop()
 
-    def fetch(self, url: str, allow_file: bool = False) -> Fetched:
-        """The body of `url` (status ok) or the reason it could not be had, after retries."""
+    def cut(self) -> None:
+        """End every fetch in flight now with status timeout, and any later one at once: the caller
+        gave up waiting on them (a shard handing its stragglers back)."""
+        self._cut.set()
+        self._watchdog.fire_all()
+
+    def fetch(self, url: str, allow_file: bool = False, budget: float | None = None,
+              retry_timeouts: bool = True) -> Fetched:
+        """The body of `url` (status ok) or the reason it could not be had, after retries.
+
+        `budget`: seconds one attempt may take in all, when less than total_timeout (a late retry).
+        `retry_timeouts=False` returns a timeout at once instead of retrying it here, so the caller
+        can reschedule it behind other work rather than hold a thread for attempts x total_timeout.
+        """
         cfg = self.config
+        limit = cfg.total_timeout if budget is None else min(budget, cfg.total_timeout)
         attempts = 0
         while True:
             attempts += 1
             try:
-                data, final_url = self._attempt(url, allow_file)
+                if self._cut.is_set():
+                    raise _Failure("timeout", "cut: the shard stopped waiting for it")
+                data, final_url = self._attempt(url, allow_file, limit)
                 return Fetched("ok", data, final_url, attempts)
             except _Failure as fail:
+                if fail.status == "timeout" and not retry_timeouts:
+                    return Fetched(fail.status, None, url, attempts, fail.error, fail.http_status)
                 if not fail.retryable or attempts > cfg.retries:
                     return Fetched(fail.status, None, url, attempts, fail.error, fail.http_status)
                 if fail.retry_after is not None and fail.retry_after > cfg.max_retry_after:
                     error = f"{fail.error}; Retry-After {fail.retry_after:.0f}s exceeds max_retry_after"
                     return Fetched(fail.status, None, url, attempts, error, fail.http_status)
-                time.sleep(self._backoff(attempts, fail.retry_after))
+                self._cut.wait(self._backoff(attempts, fail.retry_after))  # a cut ends the wait too
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -142,7 +168,8 @@ class Downloader:
         base = min(self.config.backoff_max, self.config.backoff * 2 ** (attempt - 1))
         return base * random.uniform(0.5, 1.5)  # jitter: clients that failed together do not retry together
 
-    def _attempt(self, url: str, allow_file: bool) -> tuple[bytes, str]:
+    def _attempt(self, url: str, allow_file: bool, limit: float) -> tuple[bytes, str]:
+        deadline = time.monotonic() + limit  # for the whole attempt: the wait for a slot, every redirect
         for hop in range(self.config.max_redirects + 1):
             try:
                 parts = urlsplit(url)
@@ -154,8 +181,18 @@ class Downloader:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise _Failure("bad_url", f"unsupported URL {url[:200]!r}; only http and https are fetched")
             host = _ascii_host(parts.hostname, url)
-            with self._slot(host):
-                location = self._request(parts.scheme, host, port, _target(parts), url)
+            slot = self._slot(host)
+            # Waiting for one of the host's per_host connections counts against the attempt's time too,
+            # so a dead host with many URLs cannot queue them past their caps.
+            if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise _Failure("timeout", f"no free connection to {host} within {limit:.1f}s (per_host={self.config.per_host})")
+            try:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Failure("timeout", f"took longer than its time cap ({limit:.1f}s)")
+                location = self._request(parts.scheme, host, port, _target(parts), url, left)
+            finally:
+                slot.release()
             if isinstance(location, bytes):
                 return location, url
             url = urljoin(url, location)
@@ -176,23 +213,28 @@ class Downloader:
         except OSError as exc:
             raise _Failure("not_found", f"cannot read {file}: {exc.strerror or exc}") from exc
 
-    def _request(self, scheme: str, host: str, port: int | None, target: str, url: str) -> bytes | str:
-        """The body, or the Location of a redirect."""
+    def _request(self, scheme: str, host: str, port: int | None, target: str, url: str,
+                 limit: float) -> bytes | str:
+        """The body, or the Location of a redirect; the whole attempt takes at most `limit` seconds."""
         cfg = self.config
         conn = self._connection(scheme, host, port)
-        deadline = time.monotonic() + cfg.total_timeout
+        deadline = time.monotonic() + limit
         token = None
         reused = conn.sock is not None
         try:
             if conn.sock is None:
+                conn.timeout = min(cfg.connect_timeout, limit)
                 conn.connect()  # under connect_timeout (the connection's timeout)
             conn.sock.settimeout(cfg.read_timeout)
             token = self._watchdog.arm(deadline, conn.sock)
+            if self._cut.is_set():  # cut between the check in fetch() and arming: do not wait it out
+                token["fired"] = True
+                _shutdown(conn.sock)
             conn.request("GET", target, headers=self._headers())
             resp = conn.getresponse()
             result = self._response(resp, url)
             if token["fired"]:  # the watchdog's shutdown can look like a normal end of body
-                raise _Failure("timeout", f"took longer than total_timeout={cfg.total_timeout}s")
+                raise _Failure("timeout", f"took longer than its time cap (total_timeout={cfg.total_timeout}s)")
             if resp.will_close:
                 conn.close()
             return result
@@ -213,7 +255,7 @@ class Downloader:
                 raise self._timed_out(token) from exc
             if reused and isinstance(exc, STALE_ERRORS):
                 # The server closed an idle kept-alive connection: not the URL's fault, try a fresh one.
-                return self._request(scheme, host, port, target, url)
+                return self._request(scheme, host, port, target, url, max(0.1, deadline - time.monotonic()))
             retry = not isinstance(exc, (socket.gaierror, ssl.SSLCertVerificationError))
             raise _Failure("connection_error", f"{type(exc).__name__}: {exc}", retryable=retry) from exc
         finally:
@@ -221,7 +263,7 @@ class Downloader:
 
     def _timed_out(self, token: dict | None) -> _Failure | None:
         if token is not None and token["fired"]:
-            return _Failure("timeout", f"took longer than total_timeout={self.config.total_timeout}s")
+            return _Failure("timeout", f"took longer than its time cap (total_timeout={self.config.total_timeout}s)")
         return None
 
     def _response(self, resp: http.client.HTTPResponse, url: str) -> bytes | str:

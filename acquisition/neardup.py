@@ -33,14 +33,6 @@ BATCH_CANDIDATES = 4_000_000
 PARALLEL_FROM = 20_000  # hashes; below this a search takes milliseconds and threads only add overhead
 
 
-def hex_to_uint64(hexes: list[str] | tuple[str, ...]) -> np.ndarray:
-    """uint64 array of 16-hex-digit hash strings."""
-    try:
-        return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
-    except (ValueError, OverflowError) as exc:
-        raise PocketMLError(f"hash strings must be up to 16 hex digits (64 bits): {exc}") from exc
-
-
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise Hamming distance between two uint64 arrays."""
     return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int16)

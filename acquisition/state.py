@@ -19,6 +19,9 @@ from acquisition.sources.base import SourceItem
 PENDING = "pending"
 OK = "ok"
 DUPLICATE = "duplicate_bytes"
+# Outcomes another try may change: the server or the network was at fault, not the URL.
+RETRYABLE_STATUSES = ("timeout", "connection_error")
+RETRYABLE_HTTP = (408, 425, 429, 500, 502, 503, 504)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS urls (
@@ -141,6 +144,21 @@ class State:
             rows = self.db.execute(f"SELECT key, shard FROM urls WHERE status = ? AND key IN ({marks})", (PENDING, *chunk))
             strays += [key for key, owner in rows if owner not in self._opened]
         self.db.executemany("UPDATE urls SET shard = ? WHERE key = ?", [(shard, key) for key in strays])
+
+    def reopen_retryable(self) -> int:
+        """Mark URLs whose last outcome was retryable pending again, and their shards unfinished, so
+        the next pass fetches exactly those; returns how many. DNS and certificate failures are
+        connection errors too, but retrying them cannot help."""
+        self.begin()
+        where = (f"(status IN ({','.join('?' * len(RETRYABLE_STATUSES))}) AND error NOT LIKE 'gaierror%' "
+                 "AND error NOT LIKE 'SSLCertVerificationError%') OR (status = 'http_error' AND http_status IN "
+                 f"({','.join('?' * len(RETRYABLE_HTTP))}))")
+        args = (*RETRYABLE_STATUSES, *RETRYABLE_HTTP)
+        self.db.execute(f"UPDATE shards SET done = 0 WHERE shard IN (SELECT DISTINCT shard FROM urls WHERE {where})", args)
+        reopened = self.db.execute(f"UPDATE urls SET status = ?, updated = ? WHERE {where}",
+                                   (PENDING, time.time(), *args)).rowcount
+        self.commit()
+        return reopened
 
     def finish_shard(self, shard: str) -> None:
         self.begin()

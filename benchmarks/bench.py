@@ -20,12 +20,23 @@ import numpy as np
 
 from benchmarks import cost, estimates, latency, peak, recommend, report
 from benchmarks.common import machine_info
-from export.registry import format_module
-from pocketml.artifact import EXPORTED, FAILED_PARITY, PASSED, Artifact, ExportManifest, save_recommendations
+from export.registry import format_module, format_names
+from pocketml.artifact import (
+    EXPORTED,
+    FAILED_PARITY,
+    PASSED,
+    PRECISIONS,
+    SKIPPED,
+    Artifact,
+    ExportManifest,
+    Parity,
+    save_recommendations,
+)
 from pocketml.configs.bench import BenchConfig
 from pocketml.console import library_output, progress
-from pocketml.dataset import ImageSet, load_images
+from pocketml.dataset import ImageSet, evaluation_set, load_images
 from pocketml.errors import PocketMLError
+from pocketml.fsutil import sha256_file, tree_bytes
 
 FAILED_VALIDATION = "failed validation"  # exported, but its verdict is outside tolerance
 ROW_FAILED = "failed"  # no file to measure (the export crashed, or the file is gone)
@@ -152,7 +163,10 @@ class Bench:
         if reference is not None:
             row.update(accuracy=reference.reference_accuracy, images=reference.images, top1_agreement=1.0,
                        flips=0, max_abs_diff=0.0, mean_abs_diff=0.0, accuracy_drop_points=0.0)
-        if path is None or not path.exists():
+        if path is None:
+            row.update(status=NOT_VALIDATED, reason="no Keras original given (--reference MODEL): no baseline row")
+            return row
+        if not path.exists():
             row.update(status=ROW_FAILED, reason=f"Keras original not found ({path}); pass --model MODEL.keras")
             return row
         try:
@@ -265,11 +279,99 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
     """
     config = config or BenchConfig()
     check_config(config)
-    export_dir, out_dir = Path(export_dir), Path(out_dir)
-    started = time.time()
+    export_dir = Path(export_dir)
     manifest = ExportManifest.load(export_dir)
     if "labels" not in manifest.model or "image_size" not in manifest.model:
         raise PocketMLError(f"{export_dir}/manifest.json has no model labels/image_size; re-run `pocketml export`")
+    return measure(export_dir, manifest, Path(out_dir), config, str(export_dir))
+
+
+def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfig | None = None,
+                data: str | Path | None = None, reference: str | Path | None = None,
+                labels: str | Path | None = None) -> dict:
+    """Bench model files a user brought, with no export manifest: size, latency and memory always;
+    accuracy on the held-out split of `data`; a verdict against the Keras `reference` on those images.
+
+    The files are described the way an export describes its own — one in-memory manifest, judged by
+    export's Judge when a reference is given — so every figure comes from the same code as for an
+    export directory.
+    """
+    config = config or BenchConfig()
+    check_config(config)
+    manifest, models = files_manifest([Path(p) for p in paths], labels, reference)
+    if data is not None:
+        evaluation = evaluation_set(data)
+        manifest.images["evaluation"] = evaluation.to_dict()
+        judge_files(manifest, models, evaluation, reference)
+    return measure(Path("/"), manifest, Path(out_dir), config, ", ".join(str(p) for p in paths))
+
+
+def files_manifest(paths: list[Path], labels: str | Path | None, reference: str | Path | None):
+    """An ExportManifest describing bare files (absolute paths), and their loaded LabelledModels."""
+    from export.predict import load as load_labelled
+
+    if not paths:
+        raise PocketMLError("no model files given; give .tflite, .onnx or .mlpackage files")
+    for path in paths:
+        if path.is_dir() and not path.name.endswith(tuple(format_module(n).SUFFIX for n in format_names())):
+            raise PocketMLError(f"{path} has no manifest.json and is not a model file; give a directory written by "
+                                "`pocketml export`, or .tflite / .onnx / .mlpackage files")
+    models = {path: load_labelled(path, labels=labels) for path in paths}
+    sizes = {m.input_size for m in models.values()}
+    names = {m.labels for m in models.values()}
+    if len(sizes) > 1 or len(names) > 1:
+        raise PocketMLError(f"the files take different inputs or labels ({sorted(sizes)}, {sorted(names)}); "
+                            "bench files of one model together")
+    artifacts = []
+    for path, model in models.items():
+        if model.format == "keras":
+            raise PocketMLError(f"{path} is a Keras model; bench it as --reference beside the exported files")
+        precision = precision_of(path, format_module(model.format))
+        artifacts.append(Artifact(model.format, precision, str(path.resolve()), sha256=sha256_file(path),
+                                  bytes=tree_bytes(path)))
+    if len({a.name for a in artifacts}) < len(artifacts):
+        raise PocketMLError("two files have the same format and precision; bench them separately")
+    model = {"labels": list(names.pop()), "image_size": list(sizes.pop()),
+             "source": str(Path(reference).resolve()) if reference is not None else None}
+    return ExportManifest(model=model, artifacts=artifacts), models
+
+
+def precision_of(path: Path, module: Any) -> str:
+    """The precision a file records (ONNX, Core ML metadata), else its pocketml name (model-fp16.tflite),
+    else its file name: a file from elsewhere gets figures but no verdict."""
+    recorded = module.read_precision(path)
+    if recorded:
+        return recorded
+    named = path.name.removesuffix(module.SUFFIX).removeprefix("model-")
+    return named if named in PRECISIONS else path.name.removesuffix(module.SUFFIX)
+
+
+def judge_files(manifest: ExportManifest, models: dict, evaluation: ImageSet, reference: str | Path | None) -> None:
+    """Each file's Parity on `evaluation`: the export's verdict against `reference`, else accuracy alone."""
+    from export.judge import accuracy, artifact_verdict, judge_for, label_indices
+    from export.keras_model import load_keras_predictor
+
+    size, classes = tuple(manifest.model["image_size"]), list(manifest.model["labels"])
+    pairs = list(zip(manifest.artifacts, models.values(), strict=True))
+    if reference is not None:
+        judge = judge_for(evaluation, load_keras_predictor(reference, size), classes)
+        for artifact, model in pairs:
+            if artifact.precision in PRECISIONS:
+                artifact.parity = artifact_verdict(Path("/"), artifact, judge)
+            else:  # a file from elsewhere that does not say its precision: no tolerance to hold it to
+                artifact.parity = judge.parity("fp32", model.predict(judge.images))
+                artifact.parity.status, artifact.parity.reason = SKIPPED, "precision unknown: figures, no verdict"
+        return
+    truth = label_indices(evaluation.labels, classes, f"images in {evaluation.source}")
+    images = load_images(evaluation.paths, size)
+    for artifact, model in pairs:
+        artifact.parity = Parity(accuracy=accuracy(model.predict(images), truth), images=len(images), status=SKIPPED,
+                                 reason="no --reference: accuracy only, no verdict")
+
+
+def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: BenchConfig, what: str) -> dict:
+    """Rows for the Keras original and every artifact of `manifest`, the recommendation, the files."""
+    started = time.time()
     with library_output(out_dir):
         run = Bench(export_dir, manifest, config)
         rows: list[dict] = []
@@ -289,7 +391,7 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
         row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
     results = {
-        "export_dir": str(export_dir),
+        "export_dir": what,
         "data": {"source": evaluation.get("source"), "split": evaluation.get("split"),
                  "images": evaluation.get("count", 0)},
         "machine": machine_info(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pocketml.errors import PocketMLError
+
 
 def thread_list(text: str) -> list[int]:
     try:
@@ -20,15 +22,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="measure every exported file: latency, size, memory beside its verdict; recommend one per platform",
         description="Benchmark every artifact of an export directory beside the Keras original: the verdict the "
-        "export recorded (accuracy, agreement on the evaluation images) plus latency, size and memory measured here.",
+        "export recorded (accuracy, agreement on the evaluation images) plus latency, size and memory measured here. "
+        "Model files without an export (.tflite, .onnx, .mlpackage) are measured too: accuracy with --data, "
+        "a verdict against the Keras model with --reference.",
     )
-    p.add_argument("export_dir", metavar="EXPORT_DIR", help="a directory written by `pocketml export`")
+    p.add_argument("targets", nargs="+", metavar="EXPORT_DIR|FILE",
+                   help="a directory written by `pocketml export`, or model files")
     p.add_argument("--out", required=True,
                    help="where results.json, results.csv, report.html and recommendations.json go")
     p.add_argument("--threads", type=thread_list, default=None, help="CPU thread counts to time, e.g. 1,4 (default)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timed runs per artifact and thread count")
     p.add_argument("--budget-points", type=float, default=None, help="accuracy drop allowed for a recommendation")
-    p.add_argument("--model", default=None, help="the Keras original (default: the manifest's model.source)")
+    p.add_argument("--reference", "--model", dest="reference", default=None,
+                   help="the Keras original (default for an export: the manifest's model.source)")
+    p.add_argument("--data", default=None, help="files only: images whose test/val split measures accuracy and parity")
+    p.add_argument("--labels", default=None, help="files only: labels, one per line, for files that carry none")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess per artifact")
     p.set_defaults(func=run_bench)
 
@@ -43,15 +51,26 @@ def config_from_args(args: argparse.Namespace):
         config.min_time_s = args.min_time
     if args.budget_points is not None:
         config.budget_points = args.budget_points
-    if args.model is not None:
-        config.keras_model = args.model
+    if args.reference is not None:
+        config.keras_model = args.reference
     config.measure_memory = not args.no_memory
     return config
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench import bench
+    from pathlib import Path
 
-    bench(args.export_dir, args.out, config_from_args(args))
+    from benchmarks.bench import bench, bench_files
+    from pocketml.artifact import MANIFEST_FILE
+
+    targets = [Path(t) for t in args.targets]
+    if len(targets) == 1 and (targets[0] / MANIFEST_FILE).is_file():
+        if args.data or args.labels:
+            raise PocketMLError("--data and --labels are for model files; an export is measured on the images it "
+                                "was judged on (`pocketml validate EXPORT_DIR --images DATA` judges it on others)")
+        bench(targets[0], args.out, config_from_args(args))
+    else:
+        bench_files(targets, args.out, config_from_args(args), data=args.data, reference=args.reference,
+                    labels=args.labels)
     print(f"wrote {args.out}/results.json, results.csv, report.html, recommendations.json")
     return 0

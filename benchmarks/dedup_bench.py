@@ -9,7 +9,13 @@ the speed-up is reported at the largest size it finished. Then pocketml alone at
 and 1M hashes. pocketml's time is the median of 3 runs (1 at 1M), wall clock, with its CPU time
 beside it because on a shared machine the two differ a lot.
 
-    python benchmarks/dedup_bench.py [--budget SECONDS] [--skip-million]
+Then FAISS's binary indexes on the same hashes (the one-large-node alternative: brute-force
+IndexBinaryFlat and IndexBinaryMultiHash, pairs checked identical), and the Ray Data block search
+(acquisition/neardup_ray.py, the past-one-machine path) on a local Ray instance, pairs checked
+identical to the local search.
+
+    python benchmarks/dedup_bench.py [--budget SECONDS] [--skip-million] [--ray-sizes 100000,1000000,10000000]
+    python benchmarks/dedup_bench.py --only-scale --faiss-sizes 100000,1000000 --ray-sizes 1000000,10000000
 """
 
 from __future__ import annotations
@@ -187,13 +193,107 @@ def solo(n: int, repeats: int) -> dict:
     return {"n": n, "pairs": len(pairs), "ours_s": round(wall, 3), "ours_cpu_s": round(cpu, 3)}
 
 
+def local_search(hashes: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(wall s, CPU s, pair keys) of one run of pocketml's local search."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    i, j, _ = near_pairs(hashes, MAX_DISTANCE)
+    return time.perf_counter() - wall, time.process_time() - cpu, pair_keys(i, j, len(hashes))
+
+
+def pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    """Sorted unique i*n+j of pairs i<j: one array to compare two searches exactly."""
+    lo, hi = np.minimum(i, j).astype(np.int64), np.maximum(i, j).astype(np.int64)
+    return np.unique(lo * n + hi)
+
+
+def faiss_pairs(hashes: np.ndarray, kind: str) -> tuple[float, float, np.ndarray]:
+    """(wall s, CPU s, pair keys) of a FAISS binary index range search over the same hashes.
+
+    flat: brute force. multihash: 4 tables of 16 bits with nflip=2, FAISS's multi-index hashing; by
+    the pigeonhole bound ((2 + 1) x 4 > 10) it misses no pair within MAX_DISTANCE.
+    """
+    import faiss
+
+    codes = np.ascontiguousarray(hashes).view(np.uint8).reshape(-1, 8)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if kind == "flat":
+        index = faiss.IndexBinaryFlat(64)
+    else:
+        index = faiss.IndexBinaryMultiHash(64, 4, 16)
+        index.nflip = 2
+    index.add(codes)
+    lims, _, found = index.range_search(codes, MAX_DISTANCE + 1)  # FAISS keeps distances < radius
+    query = np.repeat(np.arange(len(hashes)), np.diff(lims).astype(np.int64))
+    found = found.astype(np.int64)
+    keep = query < found
+    keys = pair_keys(query[keep], found[keep], len(hashes))
+    return time.perf_counter() - wall, time.process_time() - cpu, keys
+
+
+def compare_faiss(sizes: list[int]) -> list[dict]:
+    """FAISS binary indexes (the one-large-node option) against ours, same hashes, same pairs."""
+    rows = []
+    for n in sizes:
+        hashes = planted_hashes(n, seed=n)
+        wall, cpu, mine = local_search(hashes)
+        row = {"n": n, "pairs": len(mine), "ours_s": round(wall, 3), "ours_cpu_s": round(cpu, 3)}
+        for kind in ("multihash", "flat") if n <= 200_000 else ("multihash",):
+            f_wall, f_cpu, theirs = faiss_pairs(hashes, kind)
+            if not np.array_equal(theirs, mine):
+                sys.exit(f"n={n}: FAISS {kind} pairs differ from ours ({len(theirs)} vs {len(mine)})")
+            row[f"faiss_{kind}_s"], row[f"faiss_{kind}_cpu_s"] = round(f_wall, 3), round(f_cpu, 3)
+        print(f"n={n:>8}: ours {row['ours_s']} s; FAISS " +
+              ", ".join(f"{k} {row[f'faiss_{k}_s']} s" for k in ("multihash", "flat") if f"faiss_{k}_s" in row) +
+              " (identical pairs)", flush=True)
+        rows.append(row)
+    return rows
+
+
+def compare_ray(sizes: list[int]) -> list[dict]:
+    """The Ray Data block search (acquisition/neardup_ray.py) on a local Ray instance vs the local search."""
+    import ray
+
+    from acquisition import neardup_ray
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = context.print_on_execution_start = False
+    rows = []
+    try:
+        for n in sizes:
+            hashes = planted_hashes(n, seed=n)
+            wall, _, mine = local_search(hashes)
+            started = time.perf_counter()
+            ri, rj, _ = neardup_ray.near_pairs(hashes, MAX_DISTANCE)
+            ray_s = time.perf_counter() - started
+            if not np.array_equal(pair_keys(ri, rj, n), mine):
+                sys.exit(f"n={n}: Ray block search pairs differ from the local search")
+            rows.append({"n": n, "pairs": len(mine), "identical": True, "local_s": round(wall, 2),
+                         "ray_s": round(ray_s, 2), "ray_over_local": round(ray_s / wall, 1)})
+            print(f"n={n:>8}: Ray Data block search {ray_s:.1f} s vs local {wall:.1f} s (identical pairs)", flush=True)
+    finally:
+        ray.shutdown()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--budget", type=float, default=600.0, help="seconds the imagededup comparison may use in all"
     )
     parser.add_argument("--skip-million", action="store_true", help="leave out the 1M-hash run of ours")
+    parser.add_argument("--faiss-sizes", default="100000,1000000", help="sizes for the FAISS comparison ('' skips)")
+    parser.add_argument("--ray-sizes", default="100000,1000000",
+                        help="sizes for the Ray Data block search, e.g. 100000,1000000,10000000 ('' skips)")
+    parser.add_argument("--only-scale", action="store_true", help="only the FAISS and Ray comparisons")
     args = parser.parse_args()
+    sizes = {name: [int(x) for x in value.split(",") if x] for name, value in
+             (("faiss", args.faiss_sizes), ("ray", args.ray_sizes))}
+    if args.only_scale:
+        faiss_rows, ray_rows = compare_faiss(sizes["faiss"]), compare_ray(sizes["ray"])
+        print_result({"benchmark": "dedup_scale", "max_distance": MAX_DISTANCE, "faiss": faiss_rows, "ray": ray_rows,
+                      "load_average": os.getloadavg()[0], "machine": machine_info()})
+        return
     if not BENCH_PYTHON.exists():
         sys.exit(f"{BENCH_PYTHON} not found: run `make bench-env` first (imagededup lives in its own venv)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -201,6 +301,7 @@ def main() -> None:
     rows = compare_sizes(args.budget)
     at_100k = solo(100_000, repeats=3)
     at_1m = None if args.skip_million else solo(1_000_000, repeats=1)
+    faiss_rows, ray_rows = compare_faiss(sizes["faiss"]), compare_ray(sizes["ray"])
     largest = rows[-1] if rows else None
     print_result(
         {
@@ -214,6 +315,8 @@ def main() -> None:
             "ours_100k": at_100k,
             "goal_100k_5s_met": at_100k["ours_s"] <= 5.0,
             "ours_1m": at_1m,
+            "faiss": faiss_rows,
+            "ray_block_search": ray_rows,
             "load_average": load,
             "machine": machine_info(),
         }

@@ -13,15 +13,35 @@ def _names(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
+def _add_preprocess_flags(parser: argparse.ArgumentParser) -> None:
+    """The preprocessing a Keras model expects but lacks (export bakes it into every file)."""
+    from pocketml.spec import PRESETS
+
+    parser.add_argument(
+        "--preprocess", choices=list(PRESETS), help="preprocessing the model expects but lacks: "
+        "mobilenet [-1,1], imagenet mean/std, caffe-bgr, unit [0,1]; none: it is inside (default: detect)",
+    )
+    parser.add_argument("--mean", metavar="M|R,G,B", help="per-channel mean subtracted from RGB 0..255 (instead of --preprocess)")
+    parser.add_argument("--std", metavar="S|R,G,B", help="per-channel divisor applied after --mean")
+    parser.add_argument("--bgr", action="store_true", help="the model expects BGR channel order (after normalising)")
+
+
+def _requested(args: argparse.Namespace):
+    from pocketml.spec import requested_normalization
+
+    return requested_normalization(args.preprocess, args.mean, args.std, args.bgr)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
         help="convert a Keras classifier to TFLite, Core ML and ONNX, each judged against the original",
-        description="Convert MODEL (.keras file, or a directory with model.keras + spec.json) into one file per "
+        description="Convert MODEL (.keras or .h5 file, SavedModel directory, or a directory with model.keras + "
+        "spec.json) into one file per "
         "format and precision under DIR, judge each against MODEL on held-out images, and record everything in "
         "DIR/manifest.json. Calibration images come from a train split, evaluation images from test/val, never both.",
     )
-    export.add_argument("model", type=Path, metavar="MODEL", help=".keras file or directory holding model.keras")
+    export.add_argument("model", type=Path, metavar="MODEL", help=".keras/.h5 file, SavedModel dir, or dir holding model.keras")
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="export directory")
     export.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line (replaces spec.json's)")
     export.add_argument("--formats", default=",".join(format_names()),
@@ -37,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--calibration. Without --calibration, PATH's train split calibrates")
     export.add_argument("--min-ios", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
     export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")
+    _add_preprocess_flags(export)
     export.set_defaults(func=run_export)
 
     validate = subparsers.add_parser(
@@ -50,6 +71,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="judge on the test/val split of PATH instead of the evaluation images the export recorded")
     validate.add_argument("--strict", action="store_true", help="exit 1 when any artifact is outside tolerance")
     validate.set_defaults(func=run_validate)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="top-K labels for images from a .tflite, .onnx, .mlpackage or Keras model",
+        description="Classify IMAGE files and every image in DIR folders with MODEL; labels and preprocessing "
+        "come from the file's own metadata (or --labels). Folders stream, one row per image.",
+    )
+    predict.add_argument("model", type=Path, metavar="MODEL", help=".tflite, .onnx, .mlpackage, or a Keras model")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE|DIR", help="image files and/or folders")
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="labels per image, best first (default 3)")
+    style = predict.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="write a JSON array of {image, top, error}")
+    style.add_argument("--csv", action="store_true", help="write CSV: image, label_1, p_1, ..., error")
+    predict.add_argument("--out", type=Path, metavar="FILE", help="write there (atomically) instead of stdout")
+    predict.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line, for a file without them")
+    predict.add_argument("--image-size", metavar="N|HxW", help="input size, for Keras models whose input is dynamic")
+    _add_preprocess_flags(predict)
+    predict.set_defaults(func=run_predict)
 
     package = subparsers.add_parser(
         "package",
@@ -76,6 +115,10 @@ def run_export(args: argparse.Namespace) -> int:
         minimum_deployment_target=args.min_ios,
         validate=not args.no_validate,
         validation_images=args.images,
+        preprocess=args.preprocess,
+        mean=args.mean,
+        std=args.std,
+        bgr=args.bgr,
     )
     manifest = export_model(args.model, args.out, config)
     failed = [a for a in manifest.artifacts if a.status != "exported"]
@@ -87,6 +130,25 @@ def run_validate(args: argparse.Namespace) -> int:
     from export.validate import validate
 
     validate(args.export_dir, images=args.images, strict=args.strict)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import os
+
+    from export.predict import load, run, summary_rows
+    from pocketml.console import err_console, library_output, table
+
+    suffix = args.out.suffix.lower().lstrip(".") if args.out else ""
+    style = "json" if args.json else "csv" if args.csv else suffix if suffix in ("json", "csv") else "text"
+    # predict writes no directory of its own, so other libraries' output is dropped (-v shows it live).
+    with library_output(os.devnull):
+        model = load(args.model, labels=args.labels, image_size=args.image_size, preprocess=_requested(args))
+        for note in model.notes:
+            err_console.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
+        rows = run(model, args.images, top=args.top, style=style, out=args.out)
+    err_console.print(table("top-1 labels", ("label", "images"), summary_rows(rows)))
+    err_console.print(f"predicted {len(rows)} images with {args.model}" + (f"; wrote {args.out}" if args.out else ""))
     return 0
 
 

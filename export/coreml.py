@@ -178,8 +178,12 @@ def compute_precision(precision: str):
 
 
 def ml_program(model, spec: ModelSpec, precision, target):
-    """coremltools 9 converts the Keras 3 model object directly (through its TF2 frontend)."""
+    """The classifier as export/graph.py traces it (a frozen concrete function whose input is
+    `image`), converted by coremltools' TF2 frontend: handing it the Keras object instead fails on
+    Sequential models and on inputs not named `image`."""
     import coremltools as ct
+
+    from export.graph import frozen_function
 
     height, width = spec.image_size
     layout = ct.colorlayout.RGB if spec.color_order == "RGB" else ct.colorlayout.BGR
@@ -187,7 +191,8 @@ def ml_program(model, spec: ModelSpec, precision, target):
         name=INPUT_NAME, shape=(1, height, width, 3), color_layout=layout, scale=1.0, bias=[0, 0, 0]
     )
     return ct.convert(
-        model,
+        [frozen_function(model, spec.image_size, batch=1)],
+        source="tensorflow",
         inputs=[image],
         classifier_config=ct.ClassifierConfig(list(spec.labels)),
         convert_to="mlprogram",
@@ -229,7 +234,7 @@ def input_description(spec: ModelSpec) -> dict:
         "scale": 1.0,
         "bias": [0.0, 0.0, 0.0],
         "range": list(spec.input_range),
-        "preprocessing": "inside the model",
+        "preprocessing": f"inside the model ({spec.normalization.describe()})",
     }
 
 
@@ -328,3 +333,14 @@ def load(path: Path, threads: int | None = None):
             "(export.coreml_reference) is not installed"
         ) from exc
     return coreml_reference.load_reference(path)
+
+
+def read_labels(path: Path) -> tuple[str, ...] | None:
+    """The labels in the package's metadata (output order), or None for a package from elsewhere."""
+    labels = read_metadata(Path(path)).get(META_LABELS)
+    return tuple(json.loads(labels)) if labels else None
+
+
+def read_precision(path: Path) -> str | None:
+    """The precision pocketml recorded in the package's metadata, or None for a package from elsewhere."""
+    return read_metadata(Path(path)).get(META_PRECISION)

@@ -114,7 +114,7 @@ def model_record(source: Source, config: ExportConfig) -> dict:
     """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
     return {
         **source.spec.to_dict(),
-        "source": str(source.path.resolve()),
+        "source": str(source.path.resolve()) if source.path else None,  # None: a keras.Model from Python
         "notes": source.notes,
         "minimum_deployment_target": config.minimum_deployment_target,
         "opset": config.opset,
@@ -144,7 +144,8 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
     modules = format_modules(config.formats)
     calibration_set, evaluation_set = image_sets(config)
     with library_output(out_dir):
-        source = load_source(model, labels=config.labels, image_size=config.image_size)
+        source = load_source(model, labels=config.labels, image_size=config.image_size,
+                             preprocess=config.normalization)
         size = source.spec.image_size
         calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
         variants, skipped = planned_variants(modules, config.precisions, calibration is not None)

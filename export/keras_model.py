@@ -1,4 +1,9 @@
-"""The Keras original as a Predictor: the reference every exported artifact is compared with."""
+"""The Keras original as a Predictor: the reference every exported artifact is compared with.
+
+It runs the same classifier export converts (export/graph.py): the user's model behind the fixed
+`image` input, with the preprocessing export added in front of it and a softmax after logits, so
+parity compares like with like.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from export.predictor import check_images
-from export.source import load_model_checked
+from export.source import load_classifier, load_source
+from pocketml.spec import ModelSpec, Normalization
 
 BATCH = 32  # images per forward pass: bounded memory on a laptop, few Python round trips
 
@@ -16,9 +22,13 @@ BATCH = 32  # images per forward pass: bounded memory on a laptop, few Python ro
 class KerasPredictor:
     name = "keras"
 
-    def __init__(self, model: Any, input_size: tuple[int, int]) -> None:
+    def __init__(
+        self, model: Any, input_size: tuple[int, int], spec: ModelSpec | None = None, notes: list[str] | None = None
+    ) -> None:
         self.model = model
         self.input_size = input_size
+        self.spec = spec  # labels and preprocessing, when known
+        self.notes = notes or []  # what loading the model assumed or changed
 
     def invoker(self, image: np.ndarray):
         """One forward pass on `image` (batch 1), eagerly, as TensorFlow runs it with its own thread pool."""
@@ -34,9 +44,22 @@ class KerasPredictor:
         return np.concatenate([np.asarray(b, dtype=np.float32) for b in batches])
 
 
-def load_keras_predictor(path: str | Path, image_size: tuple[int, int] | None = None) -> KerasPredictor:
-    """The model at `path` (.keras or a directory with model.keras), shaped exactly as export shapes it
-    (fixed input, softmax added to logits), so parity compares like with like.
-    """
-    model, _, _ = load_model_checked(path, tuple(image_size) if image_size else None)
-    return KerasPredictor(model, tuple(int(x) for x in model.inputs[0].shape[1:3]))
+def load_keras_predictor(
+    path: str | Path | Any, image_size: tuple[int, int] | None = None, normalization: Normalization | None = None
+) -> KerasPredictor:
+    """The model at `path` (any source export accepts, or a keras.Model) shaped exactly as export
+    shaped it. `normalization` is the one export recorded: applied in front when export added it."""
+    preprocess = normalization if normalization is not None and normalization.added_at_export else None
+    loaded = load_classifier(path, tuple(image_size) if image_size else None, preprocess)
+    return KerasPredictor(loaded.model, loaded.size)
+
+
+def load(
+    path: str | Path,
+    labels: str | Path | None = None,
+    image_size: str | tuple[int, int] | None = None,
+    preprocess: Normalization | None = None,
+) -> KerasPredictor:
+    """A Predictor with its spec (labels from spec.json or `labels`) for `pocketml predict`."""
+    source = load_source(path, labels=labels, image_size=image_size, preprocess=preprocess)
+    return KerasPredictor(source.model, source.spec.image_size, source.spec, source.notes)

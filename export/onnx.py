@@ -144,13 +144,14 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
 
 
 def float32_model(model, spec: ModelSpec, opset: int = OPSET):
-    """The Keras model as an fp32 ONNX ModelProto with input `image` [N,H,W,3] and output `probabilities`."""
-    import tensorflow as tf
+    """The classifier as export/graph.py traces it, as an fp32 ONNX ModelProto with input `image`
+    [N,H,W,3] and output `probabilities` (from_keras fails on Sequential models)."""
     import tf2onnx
 
-    height, width = spec.image_size
-    signature = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    from export.graph import input_signature, traced
+
+    signature = [input_signature(spec.image_size, batch=None)]
+    proto, _ = tf2onnx.convert.from_function(traced(model), input_signature=signature, opset=opset)
     rename_value(proto, proto.graph.input[0].name, INPUT_NAME)
     rename_value(proto, proto.graph.output[0].name, OUTPUT_NAME)
     return proto
@@ -321,7 +322,7 @@ def add_metadata(proto, spec: ModelSpec, precision: str) -> None:
                 "dtype": "float32",
                 "range": list(spec.input_range),
                 "color_order": spec.color_order,
-                "preprocessing": "inside the model",
+                "preprocessing": f"inside the model ({spec.normalization.describe()})",
             }
         ),
         META_PRECISION: precision,
@@ -413,3 +414,14 @@ def _static_input_size(session, path: Path) -> tuple[int, int]:
     if len(shape) != 4 or not all(isinstance(dim, int) for dim in shape[1:3]) or shape[3] != 3:
         raise PocketMLError(f"{path}: input shape {shape} is not [N,H,W,3] with fixed H and W")
     return int(shape[1]), int(shape[2])
+
+
+def read_labels(path: Path) -> tuple[str, ...] | None:
+    """The labels in the file's metadata (output order), or None for a file from elsewhere."""
+    labels = read_metadata(Path(path)).get(META_LABELS)
+    return tuple(json.loads(labels)) if labels else None
+
+
+def read_precision(path: Path) -> str | None:
+    """The precision pocketml recorded in the file's metadata, or None for a file from elsewhere."""
+    return read_metadata(Path(path)).get(META_PRECISION)

@@ -47,18 +47,11 @@ NOTES = {
 
 
 def _frozen_function(model: Any, spec: ModelSpec):
-    """The model as a traced function with its weights as constants, batch fixed at 1.
+    """The classifier as export/graph.py traces it for every converter, batch fixed at 1 (what
+    mobile interpreters and the Task library's ImageClassifier expect)."""
+    from export.graph import frozen_function
 
-    Batch 1 is what mobile interpreters and the Task library's ImageClassifier expect. Freezing
-    here (no trackable object) takes ~3 s per conversion; from_keras_model writes and re-reads a
-    SavedModel every time (~30 s for MobileNetV2 α0.35 on a busy 2-core machine).
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    signature = tf.TensorSpec([1, *spec.image_size, 3], tf.float32, name="image")
-    function = tf.function(lambda image: model(image, training=False)).get_concrete_function(signature)
-    return convert_variables_to_constants_v2(function)
+    return frozen_function(model, spec.image_size, batch=1)
 
 
 def _representative(calibration: np.ndarray):
@@ -118,7 +111,7 @@ def _info(spec: ModelSpec, precision: str) -> ClassifierInfo:
     norm = spec.normalization
     description = (
         f"Image classifier ({', '.join(spec.labels)}), {spec.image_size[0]}x{spec.image_size[1]} RGB, {precision}. "
-        f"Preprocessing is inside the model ({norm.name}: (x - {norm.mean[0]:g}) / {norm.std[0]:g}); "
+        f"Preprocessing is inside the model ({norm.describe()}); "
         "feed pixels 0..255."
     )
     version = (spec.source_sha256 or "unknown")[:12]
@@ -261,3 +254,17 @@ def load(path: str | Path, threads: int | None = None) -> TFLitePredictor:
 
 def latency_unavailable() -> str | None:
     return None  # LiteRT runs wherever pocketml runs
+
+
+def read_labels(path: str | Path) -> tuple[str, ...] | None:
+    """The labels file the model carries (TENSOR_AXIS_LABELS, zipped onto its end), or None."""
+    from export.tflite_metadata import LABELS_NAME, read_associated_files
+
+    text = read_associated_files(Path(path).read_bytes()).get(LABELS_NAME)
+    labels = tuple(line.strip() for line in (text or b"").decode("utf-8").splitlines() if line.strip())
+    return labels or None
+
+
+def read_precision(path: str | Path) -> str | None:
+    """None: the TFLite metadata schema has no field for it (pocketml's files say it in their name)."""
+    return None

@@ -15,6 +15,7 @@ from pocketml.artifact import EXPORTED, ExportManifest
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import EVALUATION_COUNT, ImageSet, evaluation_set
 from pocketml.errors import PocketMLError, ValidationFailed
+from pocketml.spec import Normalization
 
 
 def recorded_set(manifest: ExportManifest, role: str) -> ImageSet | None:
@@ -41,7 +42,9 @@ def reference_judge(manifest: ExportManifest, evaluation: ImageSet) -> Judge:
     if not source or not Path(source).exists():
         raise PocketMLError(f"the Keras original {source} is gone; validate compares against it, so restore it")
     size = tuple(manifest.model["image_size"])
-    return judge_for(evaluation, load_keras_predictor(source, size), list(manifest.model["labels"]))
+    # The original with the preprocessing export put in front of it (--preprocess), if any.
+    normalization = Normalization.from_dict(manifest.model.get("normalization") or {})
+    return judge_for(evaluation, load_keras_predictor(source, size, normalization), list(manifest.model["labels"]))
 
 
 def validate(export_dir: str | Path, images: str | Path | None = None, strict: bool = False) -> ExportManifest:

@@ -120,7 +120,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is str:
         return value if isinstance(value, str) else _bad(key, value, tp)
     if tp is Path:
-        return Path(value) if isinstance(value, str) else _bad(key, value, tp)
+        return Path(value) if isinstance(value, (str, Path)) else _bad(key, value, tp)
     raise TypeError(f"config type {tp!r} for {key} is not supported by from_mapping")
 
 

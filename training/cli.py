@@ -1,14 +1,17 @@
-"""`pocketml train DATASET_DIR --out MODEL_DIR`: light module; TensorFlow is imported inside the handler."""
+"""`pocketml train DATASET_DIR --out MODEL_DIR`: light module; keras (and its backend) is imported inside the handler."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 # TrainConfig fields that flags of the same dest override.
 FLAG_FIELDS = (
     "backbone", "alpha", "weights", "image_size", "batch_size", "epochs_frozen", "epochs_finetune",
     "lr_frozen", "lr_finetune", "unfreeze_blocks", "dropout", "feature_cache_copies", "augment", "seed", "patience",
+    "backend", "precision", "devices", "device_batch_size", "steps_per_epoch",
 )
 
 
@@ -41,6 +44,15 @@ def register(subparsers) -> None:
                         help="train without flips/rotation/zoom/brightness/contrast")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    parser.add_argument("--backend", help="Keras backend: auto (KERAS_BACKEND, else tensorflow), tensorflow, "
+                        "or jax (GPUs: pip install 'pocketml[gpu]')")
+    parser.add_argument("--precision", help="auto (bf16 mixed on recent GPUs, float32 on CPU), float32, "
+                        "mixed_bfloat16 or mixed_float16")
+    parser.add_argument("--devices", type=int, help="accelerators to train on, data parallel (default: all)")
+    parser.add_argument("--device-batch-size", dest="device_batch_size", type=int,
+                        help="images per step per accelerator (default 256, fewer on small datasets)")
+    parser.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int,
+                        help="batches per fine-tuning epoch (default: one pass over the training set)")
     parser.set_defaults(func=run_train)
 
 
@@ -60,5 +72,9 @@ def config_from_args(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     from training.train import train
 
-    train(args.dataset, args.out, config_from_args(args))
+    config = config_from_args(args)
+    if config.backend != "auto" and "keras" not in sys.modules:
+        # This process only trains: let keras come up on the wanted backend instead of a subprocess.
+        os.environ["KERAS_BACKEND"] = config.backend
+    train(args.dataset, args.out, config)
     return 0

@@ -1,14 +1,20 @@
-"""The training input pipeline: dataset records -> tf.data batches of (RGB 0..255 float32, class index).
+"""Training input, framework-free: dataset records -> splits -> decoded uint8 images.
 
 Images are decoded by `pocketml.dataset.load_image` itself (EXIF rotation, alpha on white,
 aspect-preserving resize of the shorter side, centre crop), so training, evaluation, export
-validation and benchmarks all see exactly the same pixels for one file. Augmentation runs here,
-on training batches only; the saved model never contains it.
+validation and benchmarks all see exactly the same pixels for one file. Decoding runs on a thread
+pool (PIL releases the GIL while it decodes and resizes). A split whose decoded pixels fit in the
+cache budget is decoded once and kept in RAM as one uint8 array; a bigger one is decoded batch by
+batch on demand (`LazyImages`). Batching, prefetch and augmentation are in training.loader and
+training.augment; nothing here imports keras, TensorFlow or JAX.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +23,8 @@ import numpy as np
 from pocketml.dataset import ImageRecord, labels_of, load_image, read_records
 from pocketml.errors import PocketMLError
 
-CACHE_LIMIT_BYTES = 1 << 30  # decoded uint8 images kept in memory between epochs below this total
+CACHE_LIMIT_BYTES = 16 << 30  # decoded uint8 pixels of one run kept in RAM at most (bytes)...
+CACHE_RAM_FRACTION = 0.5  # ...and at most this share of the memory available when training starts
 
 
 @dataclass(frozen=True)
@@ -88,99 +95,62 @@ def class_weights(splits: DatasetSplits) -> dict[int, float]:
     return {i: total / (classes * counts[label]) for i, label in enumerate(splits.labels)}
 
 
-@dataclass(frozen=True)
-class Augment:
-    flip: bool = True
-    rotation: float = 0.05  # fraction of a full turn
-    zoom: float = 0.1  # fraction of the side
-    brightness: float = 0.1  # fraction of the 0..255 range
-    contrast: float = 0.1  # contrast factor deviation
+def decode_threads() -> int:
+    return max(2, min(16, os.cpu_count() or 1))
 
-    @classmethod
-    def from_config(cls, config) -> Augment | None:
-        if not config.augment:
-            return None
-        return cls(config.augment_flip, config.augment_rotation, config.augment_zoom,
-                   config.augment_brightness, config.augment_contrast)
 
-    def layers(self, seed: int):
-        """Keras preprocessing layers (run inside tf.data, not in the model), each with its own seed."""
-        import keras
-
-        out = []
-        if self.flip:
-            out.append(keras.layers.RandomFlip("horizontal", seed=seed))
-        if self.rotation > 0:
-            out.append(keras.layers.RandomRotation(self.rotation, fill_mode="reflect", seed=seed + 1))
-        if self.zoom > 0:
-            out.append(keras.layers.RandomZoom(self.zoom, fill_mode="reflect", seed=seed + 2))
-        if self.brightness > 0:
-            out.append(keras.layers.RandomBrightness(self.brightness, value_range=(0, 255), seed=seed + 3))
-        if self.contrast > 0:
-            out.append(keras.layers.RandomContrast(self.contrast, value_range=(0, 255), seed=seed + 4))
+def decode_many(paths: Sequence[str], size: int) -> np.ndarray:
+    """uint8 [N, size, size, 3] of `paths`, decoded in parallel, in order."""
+    out = np.empty((len(paths), size, size, 3), np.uint8)
+    if not paths:
         return out
+    with ThreadPoolExecutor(min(decode_threads(), len(paths))) as pool:
+        for i, image in enumerate(pool.map(lambda p: load_image(p, (size, size)), paths)):
+            out[i] = image
+    return out
 
 
-def _decoder(size: int):
-    import tensorflow as tf
-
-    def decode(path, label):
-        image = tf.numpy_function(lambda p: load_image(p.decode(), (size, size)), [path], tf.uint8, stateful=False)
-        image.set_shape((size, size, 3))
-        return image, label
-
-    return decode
+def decoded_images(split: Split, size: int) -> np.ndarray:
+    """uint8 [N, size, size, 3] of the whole split, decoded in parallel."""
+    return decode_many(split.paths, size)
 
 
-def decoded_images(split: Split, size: int, batch_size: int = 32) -> np.ndarray:
-    """uint8 [N, size, size, 3] of the whole split, decoded in parallel by the file pipeline."""
-    batches = [x.numpy().astype(np.uint8) for x, _ in image_dataset(split, size, batch_size)]
-    return np.concatenate(batches) if batches else np.zeros((0, size, size, 3), np.uint8)
+class LazyImages:
+    """A split too big for RAM, indexed like the decoded array: images[indices] decodes just those."""
+
+    def __init__(self, paths: Sequence[str], size: int) -> None:
+        self.paths, self.size = tuple(paths), size
+        self.shape = (len(self.paths), size, size, 3)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, indices) -> np.ndarray:
+        return decode_many([self.paths[i] for i in np.atleast_1d(indices)], self.size)
 
 
-def array_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool = False,
-                  augment: Augment | None = None, seed: int = 0):
-    """Like image_dataset, from already-decoded uint8 images (several passes over one decode)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    return _batched(ds, len(labels), batch_size, shuffle, augment, seed)
+def available_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return CACHE_LIMIT_BYTES  # no sysconf (Windows): the fixed budget alone decides
 
 
-def image_dataset(
-    split: Split,
-    size: int,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    augment: Augment | None = None,
-    seed: int = 0,
-):
-    """tf.data batches (float32 [B, size, size, 3] in 0..255, int32 [B]); augmented only when `augment`."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((list(split.paths), split.labels))
-    ds = ds.map(_decoder(size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if len(split) * size * size * 3 <= CACHE_LIMIT_BYTES:
-        ds = ds.cache()  # decode each file once, not once per epoch
-    return _batched(ds, len(split), batch_size, shuffle, augment, seed)
+def cache_budget_bytes() -> int:
+    """Bytes of decoded pixels one training run may keep in RAM."""
+    return int(min(CACHE_LIMIT_BYTES, CACHE_RAM_FRACTION * available_memory_bytes()))
 
 
-def _batched(ds, count: int, batch_size: int, shuffle: bool, augment: Augment | None, seed: int):
-    """Shuffle, batch, cast to float32 0..255, augment (training only), prefetch."""
-    import tensorflow as tf
-
-    if shuffle:
-        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        layers = augment.layers(seed)
-
-        def apply(x, y):
-            for layer in layers:
-                x = layer(x, training=True)
-            return tf.clip_by_value(x, 0.0, 255.0), y
-
-        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+def split_images(splits: Sequence[Split], size: int, budget: int | None = None) -> list[np.ndarray | LazyImages]:
+    """Each split's images: decoded arrays while they fit in `budget` bytes together (first splits
+    first), LazyImages for the rest, so every epoch after the first reads RAM instead of files."""
+    budget = cache_budget_bytes() if budget is None else budget
+    out: list[np.ndarray | LazyImages] = []
+    for split in splits:
+        need = len(split) * size * size * 3
+        if need <= budget:
+            out.append(decoded_images(split, size))
+            budget -= need
+        else:
+            out.append(LazyImages(split.paths, size))
+    return out

@@ -13,7 +13,8 @@ import numpy as np
 
 from pocketml.dataset import load_image
 from pocketml.fsutil import atomic_write_bytes, atomic_write_json
-from training.data import DatasetSplits, image_dataset, load_splits
+from pocketml.spec import MODEL_FILE
+from training.data import DatasetSplits, load_splits, split_images
 
 EVAL_FILE = "eval.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -25,15 +26,23 @@ def evaluate(model_dir: str | Path, dataset_dir: str | Path, batch_size: int = 3
     """Evaluate a saved model directory (model.keras + spec.json) on a dataset; writes into model_dir."""
     import keras
 
+    from training.devices import tensorflow_left_out
+
     model_dir = Path(model_dir)
-    model = keras.saving.load_model(model_dir / "model.keras", safe_mode=True, compile=False)
-    return evaluate_model(model, load_splits(dataset_dir), model_dir, batch_size)
+    with tensorflow_left_out():
+        model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True, compile=False)
+        return evaluate_model(model, load_splits(dataset_dir), model_dir, batch_size)
 
 
-def evaluate_model(model, splits: DatasetSplits, out_dir: Path, batch_size: int = 32) -> dict:
+def evaluate_model(model, splits: DatasetSplits, out_dir: Path, batch_size: int = 32, images=None) -> dict:
+    """Score `model` on the held-out split; `images` are that split's decoded images when the caller has them."""
+    from training.loader import predict_images
+
     split = splits.eval_split
     size = int(model.input_shape[1])
-    probs = model.predict(image_dataset(split, size, batch_size), verbose=0)
+    if images is None:
+        (images,) = split_images([split], size)
+    probs = predict_images(model, images, batch_size)
     predicted = probs.argmax(axis=1)
     report = metrics(split.labels, predicted, splits.labels)
     report["split"] = splits.eval_name

@@ -56,12 +56,18 @@ def feature_extractor(classifier):
 
 
 def build_head(feature_dim: int, num_classes: int, dropout: float):
-    """Dropout + Dense on cached features; its Dense weights are copied into the classifier after fitting."""
+    """Dropout + Dense on cached features; its Dense weights are copied into the classifier after fitting.
+
+    The Dense starts at zero: fitting a softmax on fixed features is convex, so from zero the result
+    does not hang on a backend's random-number generator (TensorFlow and JAX draw different initial
+    weights from one seed) and a run on a GPU with JAX lands where a CPU run with TensorFlow does.
+    """
     import keras
 
     inputs = keras.Input((feature_dim,), name="features")
     x = keras.layers.Dropout(dropout, name=DROPOUT_NAME)(inputs)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", kernel_initializer="zeros",
+                                 name=OUTPUT_NAME)(x)
     return keras.Model(inputs, outputs, name="head")
 
 

@@ -1,4 +1,4 @@
-"""Two-phase transfer learning: dataset directory in, an app-ready model directory out.
+"""Two-phase transfer learning on any Keras 3 backend: dataset directory in, an app-ready model directory out.
 
 Phase 1 trains only the head on a frozen backbone. Because the backbone is frozen, its pooled
 features for an image never change, so they are computed once (for a clean copy of the training
@@ -6,6 +6,13 @@ set plus `feature_cache_copies` augmented copies) and the head is fitted on thos
 each head epoch costs microseconds per image instead of a full backbone forward pass.
 Phase 2 unfreezes the top N backbone blocks at a lower learning rate, BatchNorm kept in inference
 mode, and is kept only if it beats phase 1 on validation loss.
+
+The backend (TensorFlow by default, JAX for GPUs) is chosen before keras is imported
+(training.devices); one other than this process's runs the same code in a subprocess
+(training.backend_process). The input pipeline is numpy + Keras (training.loader), so nothing
+here imports TensorFlow unless TensorFlow is the backend. Devices, precision, batch and data
+parallelism come from training.devices.device_plan. The saved model is always float32 on one
+device, so a model trained on JAX exports under TensorFlow like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pocketml.configs.train import TrainConfig
-from pocketml.console import print_table, progress
+from pocketml.console import console, print_table, progress
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text, sha256_file
 from pocketml.spec import MODEL_FILE, ModelSpec
 from training import model as model_lib
@@ -30,20 +37,14 @@ from training.backbones import (
     get_backbone,
     resolve_weights,
 )
-from training.data import (
-    Augment,
-    DatasetSplits,
-    Split,
-    array_dataset,
-    class_weights,
-    decoded_images,
-    image_dataset,
-    load_splits,
-)
+from training.data import DatasetSplits, class_weights, load_splits, split_images
+from training.devices import DevicePlan, process_backend, resolve_backend
 
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "train_config.json"
+TRAINING_FILE = "training.json"  # backend, devices, precision, batch and per-phase speed of the run
 HISTORY_COLUMNS = ("phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+EPSILON = 1e-7  # probability floor in the cross-entropy (Keras' own epsilon)
 
 
 @dataclasses.dataclass
@@ -51,73 +52,94 @@ class PhaseResult:
     rows: list[dict]
     best_val_loss: float
     best_val_accuracy: float
+    timing: dict = dataclasses.field(default_factory=dict)
 
 
 def train(dataset_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None) -> Path:
     """Fine-tune `config.backbone` on `dataset_dir`; write model.keras, spec.json, labels.txt,
-    history.csv and the evaluation files into `out_dir`. Returns `out_dir`."""
-    import keras
-
+    history.csv, training.json and the evaluation files into `out_dir`. Returns `out_dir`."""
     config = config or TrainConfig()
-    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    started = time.perf_counter()
+    backend = resolve_backend(config.backend)
+    if backend != process_backend():
+        checked_inputs(dataset_dir, config)  # user errors before a second interpreter starts
+        from training.backend_process import train_in_backend
+
+        return train_in_backend(backend, dataset_dir, out_dir, config)
+    return _train_here(Path(dataset_dir), Path(out_dir), config)
+
+
+def checked_inputs(dataset_dir: str | Path, config: TrainConfig) -> tuple[Backbone, DatasetSplits, Weights]:
+    """Backbone, splits and weights, every user error raised before anything is written."""
     backbone = get_backbone(config.backbone)
     check_image_size(backbone, config.image_size)
     splits = load_splits(dataset_dir)
     weights = resolve_weights(backbone, config.weights, config.alpha, config.image_size)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return backbone, splits, weights
 
-    keras.utils.set_random_seed(config.seed)
-    strategy, mixed = _device_strategy()
-    with strategy.scope():
-        classifier = _build(backbone, weights, config, len(splits.labels))
+
+def _train_here(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
+    from pocketml.console import library_output
+    from training.devices import tensorflow_left_out
+
+    # Other libraries' output (TF/JAX/absl logs) goes to out_dir/libraries.log, pocketml's to the terminal.
+    with library_output(out_dir), tensorflow_left_out():
+        return _train(dataset_dir, out_dir, config)
+
+
+def _train(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
+    from training.devices import device_plan, seed_everything, weight_replicas
+
+    started = time.perf_counter()
+    backbone, splits, weights = checked_inputs(dataset_dir, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    plan = device_plan(config, len(splits.train))
+    console.print(f"training on {plan.devices} x {plan.kind} ({plan.backend}, {plan.precision}, "
+                  f"{plan.batch_size} images per step)")
+    images = tuple(split_images([splits.train, splits.val], config.image_size))
+    with plan.scope():
+        classifier = new_classifier(config, len(splits.labels), weights)
+    replicas = weight_replicas(classifier, plan)
     rows: list[dict] = []
+    phases: list[dict] = []
     best = PhaseResult([], math.inf, 0.0)
     if config.epochs_frozen > 0:
-        best = fit_head_on_cached_features(classifier, splits, config)
-        rows += best.rows
+        best = fit_head_on_cached_features(classifier, splits, config, plan, images)
+        rows, phases = rows + best.rows, phases + [best.timing]
     if config.epochs_finetune > 0 and (config.unfreeze_blocks > 0 or config.epochs_frozen == 0):
-        with strategy.scope():
-            tuned = fine_tune(classifier, backbone, splits, config, best.best_val_loss)
-        rows += tuned.rows
+        tuned = fine_tune(classifier, backbone, splits, config, plan, best.best_val_loss, images)
+        rows, phases = rows + tuned.rows, phases + [tuned.timing]
         if tuned.best_val_loss < best.best_val_loss:
             best = tuned
-    if mixed:
-        classifier = _float32_copy(classifier, backbone, config, len(splits.labels))
+    if plan.mixed or plan.devices > 1:
+        classifier = float32_copy(classifier, config, len(splits.labels))
 
     save_model_dir(classifier, out_dir, splits, backbone, weights, config, rows)
+    atomic_write_json(out_dir / TRAINING_FILE, {**plan.record(), "weight_replicas": replicas, "phases": phases})
     from training.evaluate import evaluate_model
 
-    report = evaluate_model(classifier, splits, out_dir, config.batch_size)
-    _print_summary(config, weights, splits, best, report, time.perf_counter() - started)
-    print(f"model directory: {out_dir} (model.keras, spec.json, labels.txt, history.csv, eval.json, PNGs)")
+    eval_images = images[1] if splits.test is None else None
+    report = evaluate_model(classifier, splits, out_dir, config.batch_size, eval_images)
+    _print_summary(config, weights, plan, splits, best, report, time.perf_counter() - started)
+    console.print(f"model directory: {out_dir} (model.keras, spec.json, labels.txt, history.csv, training.json, eval.json, PNGs)")
     return out_dir
 
 
-def _device_strategy():
-    """MirroredStrategy + mixed float16 when a GPU is present; the default strategy, float32, on CPU."""
-    import keras
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        return tf.distribute.MirroredStrategy(), True
-    keras.mixed_precision.set_global_policy("float32")
-    return tf.distribute.get_strategy(), False
-
-
-def _build(backbone: Backbone, weights: Weights, config: TrainConfig, num_classes: int):
+def new_classifier(config: TrainConfig, num_classes: int, weights: Weights | None = None):
+    """The classifier `train` starts from: the backbone with its weights (config.weights unless
+    `weights` is given), the preprocessing in front and the pooled softmax head on top."""
+    backbone = get_backbone(config.backbone)
+    if weights is None:
+        weights = resolve_weights(backbone, config.weights, config.alpha, config.image_size)
     alpha = config.alpha if backbone.uses_alpha else 1.0
     base = build_backbone(backbone, config.image_size, alpha, weights)
     return model_lib.build_classifier(base, backbone.normalization, num_classes, config.dropout)
 
 
-def _float32_copy(classifier, backbone: Backbone, config: TrainConfig, num_classes: int):
-    """The trained model rebuilt under float32, so exports never inherit float16 layers."""
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")
-    copy = _build(backbone, Weights("none"), config, num_classes)
+def float32_copy(classifier, config: TrainConfig, num_classes: int):
+    """The trained model rebuilt under float32 on one device, so exports never inherit bf16/fp16
+    layers or a device layout."""
+    copy = new_classifier(config, num_classes, Weights("none"))
     copy.set_weights(classifier.get_weights())
     return copy
 
@@ -129,44 +151,48 @@ def backbone_of(classifier):
     return next(layer for layer in classifier.layers if isinstance(layer, keras.Model))
 
 
-def cached_features(extractor, split: Split, config: TrainConfig, copies: int, desc: str,
-                    images: np.ndarray | None = None):
-    """Pooled features of `split`: one clean pass plus `copies` augmented passes, and their labels.
+def cached_features(extractor, images, labels: np.ndarray, config: TrainConfig, plan: DevicePlan,
+                    copies: int, desc: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Pooled features of `images`: one clean pass plus `copies` augmented passes, their labels,
+    and each pass's timing. Every pass is one compiled model.predict over prefetched batches; the
+    augmented passes share one model whose seed state moves on, so each copy differs."""
+    from training.augment import Augment, AugmentedFeatures
+    from training.loader import predict_images
 
-    The split is decoded once (JPEG decoding costs more than a small backbone's forward pass) and
-    the extractor runs as Keras' compiled predict function (traced once per extractor, reused
-    across passes and splits), not op by op.
-    """
     augment = Augment.from_config(config)
-    passes = [None] + ([augment] * copies if augment else [])
-    if images is None:
-        images = decoded_images(split, config.image_size, config.batch_size)
-    steps = len(passes) * math.ceil(len(split) / config.batch_size)
-    features = []
+    augmenter = AugmentedFeatures(extractor, augment, seed=config.seed) if augment and copies else None
+    models = [extractor] + [augmenter] * (copies if augmenter else 0)
+    features, passes = [], []
     with progress() as bar:
-        task = bar.add_task(desc, total=steps)
-        for index, aug in enumerate(passes):
-            ds = array_dataset(images, split.labels, config.batch_size, augment=aug, seed=config.seed + 101 * index)
-            for batch, _ in ds:
-                features.append(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32))
-                bar.advance(task)
-    return np.concatenate(features), np.tile(split.labels, len(passes))
+        task = bar.add_task(desc, total=len(models))
+        for model in models:
+            began, wall = time.perf_counter(), time.time()
+            features.append(predict_images(model, images, plan.batch_size, plan.loader_workers))
+            passes.append({"model": model.name, "images": len(images), "seconds": time.perf_counter() - began,
+                           "started_at": wall, "ended_at": time.time()})
+            bar.advance(task)
+    return np.concatenate(features), np.tile(labels, len(models)), passes
 
 
-def fit_head_on_cached_features(classifier, splits: DatasetSplits, config: TrainConfig,
-                                decoded: tuple[np.ndarray, np.ndarray] | None = None) -> PhaseResult:
+def fit_head_on_cached_features(classifier, splits: DatasetSplits, config: TrainConfig, plan: DevicePlan,
+                                images: tuple) -> PhaseResult:
     """Phase 1: fit Dropout+Dense on cached backbone features, then copy it into `classifier`.
 
-    `decoded` optionally gives the train and val images already decoded (uint8 [N, S, S, 3]).
+    `images` are the train and val images (training.data.split_images). The features are computed
+    on the plan's devices and precision; the head (microseconds per step) trains in float32 on one
+    device with config.batch_size and lr_frozen, so phase 1 is the same optimisation everywhere.
     """
     import keras
 
+    started, wall = time.perf_counter(), time.time()
     backbone_of(classifier).trainable = False
     extractor = model_lib.feature_extractor(classifier)
-    train_images, val_images = decoded or (None, None)
-    x_train, y_train = cached_features(extractor, splits.train, config, config.feature_cache_copies,
-                                       "features: train", train_images)
-    x_val, y_val = cached_features(extractor, splits.val, config, 0, "features: val", val_images)
+    with plan.scope():
+        x_train, y_train, train_passes = cached_features(extractor, images[0], splits.train.labels, config, plan,
+                                                         config.feature_cache_copies, "features: train")
+        x_val, y_val, val_passes = cached_features(extractor, images[1], splits.val.labels, config, plan, 0,
+                                                   "features: val")
+    features_s = time.perf_counter() - started
     head = model_lib.build_head(x_train.shape[1], len(splits.labels), config.dropout)
     # Many steps per graph call: a head step takes microseconds, so per-step Python overhead would dominate.
     head.compile(keras.optimizers.Adam(config.lr_frozen), "sparse_categorical_crossentropy", metrics=["accuracy"],
@@ -180,47 +206,114 @@ def fit_head_on_cached_features(classifier, splits: DatasetSplits, config: Train
         shuffle=True, validation_data=(x_val, y_val), callbacks=[stop], verbose=0,
     )
     model_lib.copy_head(head, classifier)
-    return _phase_result("frozen", history.history)
+    result = _phase_result("frozen", history.history)
+    passes = train_passes + val_passes
+    result.timing = {
+        "phase": "frozen", **_throughput(passes), "feature_seconds": features_s,
+        "head_seconds": time.perf_counter() - started - features_s, "seconds": time.perf_counter() - started,
+        "started_at": wall, "ended_at": time.time(),
+    }
+    return result
 
 
-def fine_tune(classifier, backbone: Backbone, splits: DatasetSplits, config: TrainConfig,
-              baseline_val_loss: float) -> PhaseResult:
+def _throughput(passes: list[dict]) -> dict:
+    """Images/s over the passes that reused a compiled model (all passes when none did): a model's
+    first pass also traces and compiles its predict function."""
+    first = {id(p) for p in {p["model"]: p for p in reversed(passes)}.values()}
+    steady = [p for p in passes if id(p) not in first] or passes
+    images, seconds = sum(p["images"] for p in steady), sum(p["seconds"] for p in steady)
+    return {"images": sum(p["images"] for p in passes), "images_per_s": images / seconds if seconds else None,
+            "first_pass_seconds": sum(p["seconds"] for p in passes if id(p) in first),
+            "steady_started_at": min(p["started_at"] for p in steady),
+            "steady_ended_at": max(p["ended_at"] for p in steady)}
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean sparse categorical cross-entropy, as Keras computes val_loss."""
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.log(np.clip(picked, EPSILON, 1.0)).mean())
+
+
+def fine_tune(classifier, backbone: Backbone, splits: DatasetSplits, config: TrainConfig, plan: DevicePlan,
+              baseline_val_loss: float, images: tuple) -> PhaseResult:
     """Phase 2: unfreeze the top blocks (BatchNorm stays frozen) and train them with the head at lr_finetune.
 
     The best epoch is checkpointed; if no epoch beats `baseline_val_loss` (phase 1's best), the
-    classifier keeps the weights it came in with.
+    classifier keeps the weights it came in with. Validation runs in a callback on full batches
+    (data parallelism cannot split a partial one) and scores exactly the val images.
     """
     import keras
 
+    from training.augment import Augment, AugmentedTrainer
+    from training.loader import ImageBatches, predict_images
+
+    started, wall = time.perf_counter(), time.time()
     base = backbone_of(classifier)
     base.trainable = True
     start = backbone.top_block_start(base, config.unfreeze_blocks)
     for index, layer in enumerate(base.layers):
         layer.trainable = index >= start and not isinstance(layer, keras.layers.BatchNormalization)
-    classifier.compile(keras.optimizers.Adam(config.lr_finetune), "sparse_categorical_crossentropy",
-                       metrics=["accuracy"])
-    train_ds = image_dataset(splits.train, config.image_size, config.batch_size, shuffle=True,
-                             augment=Augment.from_config(config), seed=config.seed)
-    val_ds = image_dataset(splits.val, config.image_size, config.batch_size)
     before = classifier.get_weights()
     best = {"loss": baseline_val_loss, "weights": None}
+    epochs: list[dict] = []
+
+    class Epochs(keras.callbacks.Callback):
+        # Runs first at each epoch end: training time excludes validation.
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append({"began": time.perf_counter(), "started_at": time.time()})
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs[-1].update(seconds=time.perf_counter() - epochs[-1]["began"], ended_at=time.time())
+
+    class Validate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            began = time.perf_counter()
+            probs = predict_images(self.model, images[1], plan.batch_size, plan.loader_workers)
+            logs["val_loss"] = cross_entropy(probs, splits.val.labels)
+            logs["val_accuracy"] = float((probs.argmax(axis=1) == splits.val.labels).mean())
+            epochs[-1]["validation_seconds"] = time.perf_counter() - began
 
     class KeepBest(keras.callbacks.Callback):
         # The best checkpoint, held in memory: the model directory only ever gets the final file.
         def on_epoch_end(self, epoch, logs=None):
-            if logs and logs["val_loss"] < best["loss"]:
-                best["loss"], best["weights"] = logs["val_loss"], self.model.get_weights()
+            if logs["val_loss"] < best["loss"]:
+                best["loss"], best["weights"] = logs["val_loss"], classifier.get_weights()
 
-    stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience)
-    # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-    history = classifier.fit(train_ds, validation_data=val_ds, epochs=config.epochs_finetune, shuffle=False,
-                             class_weight=class_weights(splits), callbacks=[KeepBest(), stop], verbose=0)
-    classifier.set_weights(best["weights"] if best["weights"] is not None else before)
+    with plan.scope():
+        trainer = AugmentedTrainer(classifier, Augment.from_config(config), seed=config.seed)
+        trainer.compile(keras.optimizers.Adam(config.lr_finetune * plan.lr_scale), "sparse_categorical_crossentropy",
+                        metrics=["accuracy"])
+        batches = ImageBatches(images[0], plan.batch_size, labels=splits.train.labels,
+                               class_weights=class_weights(splits), shuffle=True, seed=config.seed,
+                               steps=config.steps_per_epoch, workers=plan.loader_workers)
+        stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience)
+        # shuffle=False: the batches reshuffle themselves every epoch.
+        history = trainer.fit(batches, epochs=config.epochs_finetune, shuffle=False,
+                              callbacks=[Epochs(), Validate(), KeepBest(), stop], verbose=0)
+        classifier.set_weights(best["weights"] if best["weights"] is not None else before)
     base.trainable = False
     result = _phase_result("finetune", history.history)
     if best["weights"] is None:
         result.best_val_loss = math.inf  # never better than phase 1: phase 1's weights are kept
+    result.timing = _finetune_timing(epochs, batches, started, wall)
     return result
+
+
+def _finetune_timing(epochs: list[dict], batches, started: float, wall: float) -> dict:
+    per_epoch = batches.num_batches * batches.batch_size
+    steady = epochs[1:] or epochs  # the first epoch also compiles the train step
+    seconds = sum(e["seconds"] for e in steady)
+    return {
+        "phase": "finetune", "steps": len(epochs) * batches.num_batches, "batch_size": batches.batch_size,
+        "images": len(epochs) * per_epoch, "images_per_s": len(steady) * per_epoch / seconds if seconds else None,
+        "first_epoch_seconds": epochs[0]["seconds"] if epochs else None,
+        "train_seconds": sum(e["seconds"] for e in epochs),
+        "validation_seconds": sum(e.get("validation_seconds", 0.0) for e in epochs),
+        "loader_seconds": batches.loader_seconds, "seconds": time.perf_counter() - started,
+        "started_at": wall, "ended_at": time.time(),
+        # The steady epochs' training time (validation of the last one excluded), for utilisation.
+        "steady_started_at": steady[0]["started_at"], "steady_ended_at": steady[-1]["ended_at"],
+    }
 
 
 def _phase_result(phase: str, history: dict) -> PhaseResult:
@@ -258,13 +351,12 @@ def save_model_dir(classifier, out_dir: Path, splits: DatasetSplits, backbone: B
     return spec
 
 
-def _print_summary(config: TrainConfig, weights: Weights, splits: DatasetSplits, best: PhaseResult,
-                   report: dict, seconds: float) -> None:
+def _print_summary(config: TrainConfig, weights: Weights, plan: DevicePlan, splits: DatasetSplits,
+                   best: PhaseResult, report: dict, seconds: float) -> None:
     print_table(
         "pocketml train",
-        ("backbone", "weights", "train/val/test", "best val acc", f"{splits.eval_name} acc", "seconds"),
-        [(config.backbone, weights.kind, f"{len(splits.train)}/{len(splits.val)}/"
-          f"{len(splits.test) if splits.test else 0}", best.best_val_accuracy, report["accuracy"],
-          round(seconds, 1))],
+        ("backbone", "weights", "backend", "train/val/test", "best val acc", f"{splits.eval_name} acc", "seconds"),
+        [(config.backbone, weights.kind, f"{plan.backend} ({plan.devices} {plan.platform})",
+          f"{len(splits.train)}/{len(splits.val)}/{len(splits.test) if splits.test else 0}",
+          best.best_val_accuracy, report["accuracy"], round(seconds, 1))],
     )
-

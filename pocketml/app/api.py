@@ -5,7 +5,7 @@ and what is accepted) and returns the typed result of its stage, not a dict.
     import pocketml
     manifest = pocketml.export("runs/demo/model", "out/export", calibration="runs/demo/dataset")
     model = pocketml.load("out/export/tflite/model-fp16.tflite")
-    model.classify(image)  # [("A", 0.98), ("E", 0.01), ...]
+    model.classify("photo.jpg")  # [("A", 0.98), ("E", 0.01), ("F", 0.004)]
 """
 
 from __future__ import annotations
@@ -100,13 +100,31 @@ class BenchResults:
         return next((r.artifact for r in self.recommendations if r.platform == platform), None)
 
 
-def bench(export_dir: str | Path, out_dir: str | Path, **settings: Any) -> BenchResults:
+def bench(target: str | Path | list[str | Path], out_dir: str | Path, *, data: str | Path | None = None,
+          reference: Any = None, labels: str | Path | None = None, **settings: Any) -> BenchResults:
     """Latency, size and memory of every file in an export directory beside its verdict, and the
-    one to ship per platform (settings: BenchConfig's fields, e.g. threads=[1, 4])."""
+    one to ship per platform (settings: BenchConfig's fields, e.g. threads=[1, 4]). `target` may
+    also be model files from elsewhere: accuracy on `data`'s held-out split, a verdict against the
+    Keras `reference`, labels from the files or `labels`."""
     from benchmarks.bench import bench as run_bench
+    from benchmarks.bench import bench_files
 
-    results = run_bench(Path(export_dir), Path(out_dir), _config(BenchConfig, settings, "bench"))
+    config = _config(BenchConfig, settings, "bench")
+    if isinstance(target, (str, Path)) and (Path(target) / "manifest.json").is_file():
+        results = run_bench(Path(target), Path(out_dir), config)
+    else:
+        files = [target] if isinstance(target, (str, Path)) else list(target)
+        results = bench_files(files, Path(out_dir), config, data=data, reference=reference, labels=labels)
     return BenchResults(Path(out_dir), results["rows"], load_recommendations(out_dir), results)
+
+
+def load(path: str | Path, labels: str | Path | None = None, image_size: str | tuple[int, int] | None = None):
+    """Any model file — .tflite, .onnx, .mlpackage (Core ML on macOS, pocketml's reference executor
+    elsewhere), .keras/.h5/SavedModel — with its labels: `.predict(images)` gives probabilities for
+    uint8 [N,H,W,3] RGB 0..255, `.classify(image_or_path, top=3)` gives [(label, p), ...]."""
+    from export.predict import load as load_labelled
+
+    return load_labelled(Path(path), labels=labels, image_size=image_size)
 
 
 def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path | None = None) -> dict[str, list[str]]:

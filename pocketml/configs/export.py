@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pocketml.dataset import CALIBRATION_COUNT, EVALUATION_COUNT
 from pocketml.errors import PocketMLError
+from pocketml.spec import Normalization, requested_normalization
 
 
 @dataclass
@@ -28,6 +29,16 @@ class ExportConfig:
     minimum_deployment_target: str = "iOS16"
     # ONNX opset for the fp32 graph (17 is what onnxruntime mobile and most tooling accept).
     opset: int = 17
+    # Preprocessing the model expects but lacks, put in front of it in every exported file: none,
+    # mobilenet ([-1, 1]), imagenet (torchvision mean/std), caffe-bgr, unit ([0, 1]); None: the model's
+    # own (a Rescaling/Normalization layer at its input, or spec.json), else raw pixels 0..255.
+    preprocess: str | None = None
+    # Per-channel mean subtracted from RGB 0..255 pixels (one number or R,G,B); instead of preprocess.
+    mean: str | float | list[float] | None = None
+    # Per-channel divisor after the mean (one number or R,G,B); instead of preprocess.
+    std: str | float | list[float] | None = None
+    # Reverse RGB to BGR after normalising, for Caffe-style networks; with mean/std or alone.
+    bgr: bool = False
     # Judge every file against the Keras original on the evaluation images (its one verdict).
     validate: bool = True
     # Evaluation images: the held-out split (test, else val) of this folder; None: the held-out split of
@@ -43,3 +54,9 @@ class ExportConfig:
                                 f"{self.evaluation_images}; need at least 1 each")
         if self.opset < 13:
             raise PocketMLError(f"opset {self.opset} is too old; accepted: 13 or newer (default 17)")
+        self.normalization  # noqa: B018 -- rejects a bad preprocess/mean/std before any work
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The preprocessing asked for (None: the model's own)."""
+        return requested_normalization(self.preprocess, self.mean, self.std, self.bgr)

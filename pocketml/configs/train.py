@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from pocketml.errors import PocketMLError
 
+BACKENDS = ("tensorflow", "jax")  # Keras backends training accepts besides "auto"
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names
+
 
 @dataclass
 class TrainConfig:
@@ -18,7 +21,8 @@ class TrainConfig:
     weights: str = "imagenet"
     # Square input side in pixels; the model's input is image_size x image_size RGB 0..255.
     image_size: int = 224
-    # Images per step; also the batch used to compute cached features.
+    # Images per step on a CPU, and phase 1's head batch on any device; the reference batch the
+    # learning rates are tuned for.
     batch_size: int = 32
     # Max epochs of phase 1 (head on the frozen backbone, run on cached features, so cheap).
     epochs_frozen: int = 30
@@ -50,16 +54,38 @@ class TrainConfig:
     seed: int = 0
     # Epochs without validation-loss improvement before early stopping (each phase).
     patience: int = 5
+    # Keras backend: "auto" (KERAS_BACKEND, else keras.json, else tensorflow), "tensorflow" or "jax"
+    # (GPUs: pip install 'pocketml[gpu]'). One other than the running process's trains in a subprocess.
+    backend: str = "auto"
+    # Keras dtype policy: "auto" (bf16 mixed on GPUs with compute capability 8.0+ and TPUs, fp16 mixed
+    # on older GPUs, float32 on CPU), "float32", "mixed_bfloat16" or "mixed_float16". Saved models are float32.
+    precision: str = "auto"
+    # Accelerators to split each batch across (data parallel, one host); 0: every one the backend sees.
+    devices: int = 0
+    # Images per step per accelerator (0: 256); capped so an epoch keeps 8+ steps. Unused on CPU.
+    device_batch_size: int = 0
+    # Multiply lr_finetune by sqrt(batch per step / batch_size) when devices make the batch bigger.
+    scale_lr: bool = True
+    # Batches per phase-2 epoch (0: one pass over the training set); >0 runs fixed-length epochs.
+    steps_per_epoch: int = 0
+    # Threads serving batches to the device (0: min(8, CPU cores), at least 2).
+    loader_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
             raise PocketMLError(f"train.image_size = {self.image_size}; need at least 8 pixels (32+ for backbones)")
+        if self.backend not in ("auto", *BACKENDS):
+            raise PocketMLError(f"train.backend = {self.backend!r}; accepted: auto, {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise PocketMLError(f"train.precision = {self.precision!r}; accepted: {', '.join(PRECISIONS)}")
         positive = {"batch_size": self.batch_size, "patience": self.patience}
         for name, value in positive.items():
             if value < 1:
                 raise PocketMLError(f"train.{name} = {value}; need 1 or more")
         counts = {"epochs_frozen": self.epochs_frozen, "epochs_finetune": self.epochs_finetune,
-                  "unfreeze_blocks": self.unfreeze_blocks, "feature_cache_copies": self.feature_cache_copies}
+                  "unfreeze_blocks": self.unfreeze_blocks, "feature_cache_copies": self.feature_cache_copies,
+                  "devices": self.devices, "device_batch_size": self.device_batch_size,
+                  "steps_per_epoch": self.steps_per_epoch, "loader_workers": self.loader_workers}
         for name, value in counts.items():
             if value < 0:
                 raise PocketMLError(f"train.{name} = {value}; need 0 or more")

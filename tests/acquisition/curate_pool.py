@@ -1,4 +1,4 @@
-"""Build small pools and ImageFolders from real hot-dog photos for the curation tests.
+"""Build small pools and ImageFolders from generated real photos (photo_set.py) for the curation tests.
 
 Written directly (images + pool.csv in acquisition's layout) so these tests do not depend on the
 acquisition code.
@@ -14,11 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from acquisition.curate import POOL_COLUMNS
-
-
-def real_photos(hotdog_dir: Path, label: str, count: int, split: str = "train") -> list[Path]:
-    return sorted((hotdog_dir / split / label).glob("*.jpg"))[:count]
+from acquisition.pool import POOL_COLUMNS
+from tests.acquisition.photo_set import photos_of
 
 
 def reencoded(path: Path, quality: int = 60, scale: float = 1.0) -> bytes:
@@ -60,7 +57,7 @@ class Pool:
         return sha
 
     def write(self) -> Path:
-        columns = list(POOL_COLUMNS) + (["split"] if any("split" in r for r in self.rows) else [])
+        columns = list(POOL_COLUMNS)
         with open(self.root / "pool.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, columns)
             writer.writeheader()
@@ -68,35 +65,35 @@ class Pool:
         return self.root
 
 
-def hotdog_pool(root: Path, hotdog_dir: Path, per_class: int = 12) -> tuple[Path, dict[str, str]]:
+def photo_pool(root: Path, photo_folder: Path, per_class: int = 12) -> tuple[Path, dict[str, str]]:
     """A pool of real photos plus planted trouble; returns (dataset dir, {what: sha256 of the plant})."""
     pool = Pool(root)
-    hot = real_photos(hotdog_dir, "hot_dog", per_class + 1)
-    other = real_photos(hotdog_dir, "not_hot_dog", per_class)
+    hot = photos_of(photo_folder, "cat", per_class + 1)
+    other = photos_of(photo_folder, "coffee", per_class)
     originals = {}
     for path in hot[:per_class]:
-        originals[path.name] = pool.add(path.read_bytes(), "hot_dog")
+        originals[path] = pool.add(path.read_bytes(), "cat")
     for path in other:
-        originals[path.name] = pool.add(path.read_bytes(), "not_hot_dog")
+        originals[path] = pool.add(path.read_bytes(), "coffee")
     planted = {
-        "exact_of": originals[hot[0].name],
-        "exact": pool.add(as_png(hot[0]), "hot_dog", ".png"),
-        "near_of": originals[hot[1].name],
-        "near": pool.add(reencoded(hot[1], quality=50, scale=0.6), "hot_dog"),
-        "conflict_a": pool.add(hot[per_class].read_bytes(), "hot_dog"),
-        "conflict_b": pool.add(reencoded(hot[per_class], quality=70), "not_hot_dog"),
-        "unreadable": pool.add(b"\xff\xd8\xff\xe0 this is not really a jpeg", "hot_dog"),
-        "tiny": pool.add(reencoded(other[0], scale=0.2), "not_hot_dog"),
+        "exact_of": originals[hot[0]],
+        "exact": pool.add(as_png(hot[0]), "cat", ".png"),
+        "near_of": originals[hot[1]],
+        "near": pool.add(reencoded(hot[1], quality=50, scale=0.6), "cat"),
+        "conflict_a": pool.add(hot[per_class].read_bytes(), "cat"),
+        "conflict_b": pool.add(reencoded(hot[per_class], quality=70), "coffee"),
+        "unreadable": pool.add(b"\xff\xd8\xff\xe0 this is not really a jpeg", "cat"),
+        "tiny": pool.add(reencoded(other[0], scale=0.2), "coffee"),
     }
     return pool.write(), planted
 
 
-def image_folder(root: Path, hotdog_dir: Path, per_class: int = 10) -> Path:
+def image_folder(root: Path, photo_folder: Path, per_class: int = 10) -> Path:
     """ROOT/{train,val}/{label}/*.jpg copied from the real photos."""
     for split in ("train", "val"):
-        for label in ("hot_dog", "not_hot_dog"):
+        for label in ("cat", "coffee"):
             out = root / split / label
             out.mkdir(parents=True)
-            for path in real_photos(hotdog_dir, label, per_class, split):
+            for path in photos_of(photo_folder, label, per_class, split):
                 (out / path.name).write_bytes(path.read_bytes())
     return root

@@ -22,8 +22,8 @@ DOWNLOAD = {"threads": 16, "per_host": 16, "connect_timeout": 2.0, "read_timeout
 
 
 @pytest.fixture()
-def server(hotdog_dir):
-    images = sorted((hotdog_dir / "train" / "hot_dog").glob("*.jpg"))[:10]
+def server(photo_folder):
+    images = sorted((photo_folder / "train" / "cat").glob("*.jpg"))[:10]
     with HostileServer(images) as srv:
         yield srv
 
@@ -97,10 +97,10 @@ def test_growing_the_list_fetches_only_the_new_urls(server, tmp_path):
     assert all(server.hits[f"/img/{i}"] == 1 for i in range(8))
 
 
-def test_folder_source_imports_through_the_same_path(hotdog_dir, tmp_path):
-    summary = acquire(AcquireConfig(sources=[{"type": "folder", "path": str(hotdog_dir)}], workers=2), tmp_path / "ds")
-    assert summary["by_label"]["hot_dog"]["ok"] + summary["by_label"]["hot_dog"].get("duplicate_bytes", 0) == 125
-    assert summary["images"] >= 240
+def test_folder_source_imports_through_the_same_path(photo_folder, tmp_path):
+    summary = acquire(AcquireConfig(sources=[{"type": "folder", "path": str(photo_folder)}], workers=2), tmp_path / "ds")
+    assert summary["by_label"]["cat"] == {"ok": 34} and summary["by_label"]["coffee"] == {"ok": 34}
+    assert summary["images"] == 68
     with open(tmp_path / "ds" / "pool.csv", newline="") as fh:
         splits = {row["split"] for row in csv.DictReader(fh)}
     assert splits == {"train", "val"}  # the ImageFolder's predefined split reaches curation
@@ -165,3 +165,85 @@ def test_bad_download_setting_names_key_and_accepted_values():
         from_mapping(AcquireConfig, {"verify": {"placeholder_dhashes": ["flickr"]}}, "acquire")
     with pytest.raises(PocketMLError, match=r"did you mean 'per_host'"):
         from_mapping(AcquireConfig, {"download": {"per_hots": 2}}, "acquire")
+
+
+def test_retry_failed_refetches_only_retryable_failures(server, tmp_path):
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text("".join(server.url(p) + "\n" for p in EXPECTED))
+    first = acquire(config_for(url_file, shard_size=7), tmp_path / "ds")
+    before = dict(server.hits)
+    config = config_for(url_file, shard_size=7)
+    config.retry_failed = True
+    again = acquire(config, tmp_path / "ds")
+    asked = {path for path, n in server.hits.items() if n > before.get(path, 0)}
+    # timeout, connection reset and a 503 are worth another try; a 404, HTML or a bomb never are.
+    assert asked == {"/drip", "/reset", "/busy-forever"}
+    assert again["this_run"]["retried_failed"] == 3 and again["this_run"]["processed"] == 3
+    assert again["by_status"] == first["by_status"]
+
+
+def test_a_hung_url_does_not_stretch_the_run_past_its_busy_phase(server, tmp_path):
+    # The hung URL comes first; 60 URLs of 0.2 s each keep 4 threads busy for ~3 s behind it.
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text(server.url("/drip") + "\n" + "".join(server.url(f"/slow/{i}") + "\n" for i in range(60)))
+    download = {**DOWNLOAD, "threads": 4, "per_host": 4, "total_timeout": 2.0, "defer_after": 0.5,
+                "late_retry_timeout": 1.0}
+    from pocketml.config import from_mapping
+
+    config = from_mapping(AcquireConfig, {"sources": [{"type": "urls", "path": str(url_file), "label": "x"}],
+                                          "shard_size": 100, "workers": 1, "download": download}, "acquire")
+    summary = acquire(config, tmp_path / "ds")
+    assert summary["by_status"]["timeout"] == 1
+    assert server.hits["/drip"] == 2  # its first attempt, then one more in a straggler batch
+    run = summary["this_run"]
+    assert run["busy_s"] >= 2.5, run
+    assert run["tail_s"] <= download["defer_after"] + download["late_retry_timeout"] + 0.5, run
+    with sqlite3.connect(tmp_path / "ds" / "state.sqlite") as db:
+        (attempts,) = db.execute("SELECT attempts FROM urls WHERE url LIKE '%/drip'").fetchone()
+    assert attempts == 2
+
+
+def test_a_shard_hands_back_its_stragglers_instead_of_waiting_and_they_still_succeed(photo_folder, tmp_path):
+    images = sorted((photo_folder / "train" / "cat").glob("*.jpg"))[:6]
+    with HostileServer(images, latency=1.5) as slow:  # every answer takes 1.5 s
+        url_file = tmp_path / "urls.txt"
+        url_file.write_text("".join(slow.url(f"/img/{i}") + "\n" for i in range(6)))
+        download = {**DOWNLOAD, "threads": 6, "per_host": 6, "read_timeout": 3.0, "total_timeout": 5.0, "defer_after": 0.3,
+                    "late_retry_timeout": 4.0}
+        from pocketml.config import from_mapping
+
+        config = from_mapping(AcquireConfig, {"sources": [{"type": "urls", "path": str(url_file), "label": "x"}],
+                                              "workers": 1, "download": download}, "acquire")
+        summary = acquire(config, tmp_path / "ds")
+        assert summary["by_status"] == {"ok": 6}
+        assert all(slow.hits[f"/img/{i}"] == 2 for i in range(6))  # cut at 0.3 s, fetched whole later
+    with sqlite3.connect(tmp_path / "ds" / "state.sqlite") as db:
+        assert {a for (a,) in db.execute("SELECT attempts FROM urls")} == {2}
+        assert db.execute("SELECT COUNT(*) FROM shards WHERE done = 1").fetchone() == (1,)
+
+
+def test_executor_settings_are_validated_with_the_accepted_values(tmp_path):
+    from pocketml.config import from_mapping
+
+    with pytest.raises(PocketMLError, match=r"executor = 'spark' is not accepted; expected one of local, ray"):
+        from_mapping(AcquireConfig, {"executor": "spark"}, "acquire")
+    with pytest.raises(PocketMLError, match=r"set executor = \"ray\""):
+        from_mapping(AcquireConfig, {"ray_address": "head:6379"}, "acquire")
+    with pytest.raises(PocketMLError, match=r"cpus_per_shard = 0"):
+        from_mapping(AcquireConfig, {"executor": "ray", "cpus_per_shard": 0}, "acquire")
+
+
+def test_cli_retry_failed_and_executor_flags_reach_the_config(tmp_path):
+    import argparse
+
+    from acquisition import cli_acquire
+
+    parser = argparse.ArgumentParser(prog="pocketml")
+    cli_acquire.register(parser.add_subparsers(dest="command"))
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/a.jpg\n")
+    args = parser.parse_args(["acquire", "--out", str(tmp_path / "ds"), "--urls", str(tmp_path / "urls.txt"),
+                              "--retry-failed", "--ray-address", "127.0.0.1:6379"])
+    config = cli_acquire.config_of(args)
+    assert config.retry_failed and config.executor == "ray" and config.ray_address == "127.0.0.1:6379"
+    args = parser.parse_args(["acquire", "--out", str(tmp_path / "ds"), "--urls", str(tmp_path / "urls.txt")])
+    assert cli_acquire.config_of(args).executor == "local"

@@ -58,8 +58,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_kill_9_then_resume(hotdog_dir, tmp_path):
-    images = sorted((hotdog_dir / "train").rglob("*.jpg"))[:40]
+def test_kill_9_then_resume(photo_folder, tmp_path):
+    images = sorted((photo_folder / "train").rglob("*.jpg"))[:40]
     out = tmp_path / "ds"
     with HostileServer(images, latency=0.03) as server:
         urls = [server.url(f"/img/{i}") for i in range(240)] + [server.url("/missing")]

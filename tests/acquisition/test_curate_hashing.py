@@ -8,15 +8,15 @@ from acquisition import hashing
 from acquisition.image_facts import facts_of
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import decode_rgb
-from tests.acquisition.curate_pool import as_png, real_photos, reencoded
+from tests.acquisition.curate_pool import as_png, photos_of, reencoded
 
 
 def _decoded(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_lossless_copy_of_a_photo_has_the_same_pixel_hash_and_a_different_photo_does_not(hotdog_dir):
-    first, second = real_photos(hotdog_dir, "hot_dog", 2)
+def test_lossless_copy_of_a_photo_has_the_same_pixel_hash_and_a_different_photo_does_not(photo_folder):
+    first, second = photos_of(photo_folder, "cat", 2)
     original = decode_rgb(first)
     assert hashing.pixel_hash(_decoded(as_png(first))) == hashing.pixel_hash(original)
     assert hashing.pixel_hash(decode_rgb(second)) != hashing.pixel_hash(original)
@@ -26,8 +26,8 @@ def test_lossless_copy_of_a_photo_has_the_same_pixel_hash_and_a_different_photo_
     assert hashing.pixel_hash(changed) != hashing.pixel_hash(original)
 
 
-def test_reencoded_and_resized_photos_stay_within_a_few_bits_of_phash_and_dhash(hotdog_dir):
-    for path in real_photos(hotdog_dir, "not_hot_dog", 8):
+def test_reencoded_and_resized_photos_stay_within_a_few_bits_of_phash_and_dhash(photo_folder):
+    for path in photos_of(photo_folder, "coffee", 8):
         original = decode_rgb(path)
         for data in (reencoded(path, quality=40), reencoded(path, quality=85, scale=0.5)):
             copy = _decoded(data)
@@ -36,8 +36,8 @@ def test_reencoded_and_resized_photos_stay_within_a_few_bits_of_phash_and_dhash(
             assert hashing.hamming(hashing.dhash(copy), hashing.dhash(original)) <= 8, path.name
 
 
-def test_different_real_photos_are_far_apart_in_phash(hotdog_dir):
-    paths = real_photos(hotdog_dir, "hot_dog", 20) + real_photos(hotdog_dir, "not_hot_dog", 20)
+def test_different_photos_of_are_far_apart_in_phash(photo_folder):
+    paths = photos_of(photo_folder, "cat", 20) + photos_of(photo_folder, "coffee", 20)
     hashes = [hashing.phash(decode_rgb(p)) for p in paths]
     distances = [hashing.hamming(a, b) for a, b in itertools.combinations(hashes, 2)]
     assert min(distances) > CurateConfig().near_distance
@@ -54,8 +54,8 @@ def test_hashes_are_64_bit_hex_and_round_trip():
     assert 0 <= hashing.dhash(rgb) < 2**64
 
 
-def test_exif_rotated_copy_has_the_same_pixel_hash(tmp_path, hotdog_dir):
-    path = real_photos(hotdog_dir, "hot_dog", 1)[0]
+def test_exif_rotated_copy_has_the_same_pixel_hash(tmp_path, photo_folder):
+    path = photos_of(photo_folder, "cat", 1)[0]
     with Image.open(path) as img:
         rotated = img.convert("RGB").transpose(Image.Transpose.ROTATE_90)
         exif = Image.Exif()

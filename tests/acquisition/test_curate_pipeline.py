@@ -12,7 +12,7 @@ from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import MANIFEST_COLUMNS, read_records
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file
-from tests.acquisition.curate_pool import Pool, hotdog_pool, real_photos, reencoded
+from tests.acquisition.curate_pool import Pool, photo_pool, photos_of, reencoded
 
 
 def _rows(path):
@@ -21,8 +21,8 @@ def _rows(path):
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory, hotdog_dir):
-    root, planted = hotdog_pool(tmp_path_factory.mktemp("pool"), hotdog_dir)
+def curated(tmp_path_factory, photo_folder):
+    root, planted = photo_pool(tmp_path_factory.mktemp("pool"), photo_folder)
     before = sha256_file(root / "images")
     summary = curate(root, CurateConfig(seed=1, ratios=(0.6, 0.2, 0.2), workers=1))
     return root, planted, summary, before
@@ -35,7 +35,7 @@ def test_manifest_has_the_contract_columns_and_training_can_read_it(curated):
     records = read_records(root)
     assert len(records) == summary["images_kept"] and all(r.path.is_file() for r in records)
     assert {r.split for r in records} == {"train", "val", "test"}
-    assert {r.label for r in records} == {"hot_dog", "not_hot_dog"}
+    assert {r.label for r in records} == {"cat", "coffee"}
 
 
 def test_planted_duplicates_are_kept_once_and_recorded_with_why(curated):
@@ -59,7 +59,7 @@ def test_label_conflict_is_reported_and_kept_under_neither_label(curated):
     for key in ("conflict_a", "conflict_b"):
         assert planted[key] not in kept and removed[planted[key]]["reason"] == "label_conflict"
     (conflict,) = summary["label_conflicts"]
-    assert conflict["labels"] == ["hot_dog", "not_hot_dog"]
+    assert conflict["labels"] == ["cat", "coffee"]
 
 
 def test_unreadable_and_tiny_images_are_left_out_with_their_reason_and_nothing_is_deleted(curated):
@@ -93,7 +93,7 @@ def test_report_files_have_real_content(curated):
         assert weight == pytest.approx(n / (k * train[label]), rel=1e-4)
     base = saved["baseline"]
     assert 0 <= base["accuracy"] <= 1 and 0 < base["majority_rate"] <= 1
-    for name in ("contact_hot_dog.png", "contact_not_hot_dog.png", "duplicates.png"):
+    for name in ("contact_cat.png", "contact_coffee.png", "duplicates.png"):
         with Image.open(report_dir / name) as img:
             assert img.width >= 96 and img.height >= 96, name
             assert len(img.getcolors(1 << 20) or range(1 << 20)) > 1000  # real thumbnails, not a blank page
@@ -101,19 +101,19 @@ def test_report_files_have_real_content(curated):
     assert "## Class balance" in card and "label_conflict: 2" in card and "Sanity baseline" in card
 
 
-def test_curate_is_deterministic_for_a_seed(curated, tmp_path, hotdog_dir):
+def test_curate_is_deterministic_for_a_seed(curated, tmp_path, photo_folder):
     root, _, _, _ = curated
-    again, _ = hotdog_pool(tmp_path, hotdog_dir)
+    again, _ = photo_pool(tmp_path, photo_folder)
     curate(again, CurateConfig(seed=1, ratios=(0.6, 0.2, 0.2), workers=1))
     assert (again / "manifest.csv").read_text() == (root / "manifest.csv").read_text()
 
 
-def test_one_class_only_is_an_error_naming_it(tmp_path, hotdog_dir):
+def test_one_class_only_is_an_error_naming_it(tmp_path, photo_folder):
     pool = Pool(tmp_path)
-    for path in real_photos(hotdog_dir, "hot_dog", 3):
-        pool.add(path.read_bytes(), "hot_dog")
+    for path in photos_of(photo_folder, "cat", 3):
+        pool.add(path.read_bytes(), "cat")
     pool.write()
-    with pytest.raises(PocketMLError, match="only one class \\('hot_dog'"):
+    with pytest.raises(PocketMLError, match="only one class \\('cat'"):
         curate(tmp_path, CurateConfig(workers=1))
     assert not (tmp_path / "manifest.csv").exists()
 
@@ -126,10 +126,10 @@ def test_empty_or_missing_pool_is_an_error(tmp_path):
         curate(tmp_path, CurateConfig())
 
 
-def test_cli_curate_runs_with_ratios_and_rejects_bad_ones(tmp_path, hotdog_dir, capsys):
+def test_cli_curate_runs_with_ratios_and_rejects_bad_ones(tmp_path, photo_folder, capsys):
     pool = Pool(tmp_path)
-    for label in ("hot_dog", "not_hot_dog"):
-        for path in real_photos(hotdog_dir, label, 6):
+    for label in ("cat", "coffee"):
+        for path in photos_of(photo_folder, label, 6):
             pool.add(path.read_bytes(), label)
     pool.write()
     assert main(["curate", str(tmp_path), "--ratios", "0.5,0.5", "--seed", "3", "--near-distance", "4"]) == 0
@@ -146,14 +146,14 @@ def test_config_file_unknown_key_is_rejected_with_a_hint(tmp_path):
     assert main(["curate", str(tmp_path), "--config", str(tmp_path / "c.toml")]) == 2
 
 
-def test_predefined_splits_in_the_pool_are_respected(tmp_path, hotdog_dir):
+def test_predefined_splits_in_the_pool_are_respected(tmp_path, photo_folder):
     pool = Pool(tmp_path)
     for split in ("train", "val"):
-        for label in ("hot_dog", "not_hot_dog"):
-            for path in real_photos(hotdog_dir, label, 4, split):
+        for label in ("cat", "coffee"):
+            for path in photos_of(photo_folder, label, 4, split):
                 pool.add(path.read_bytes(), label, split=split)
-    leaked = real_photos(hotdog_dir, "hot_dog", 1, "train")[0]
-    leak_sha = pool.add(reencoded(leaked, quality=70), "hot_dog", split="val")
+    leaked = photos_of(photo_folder, "cat", 1, "train")[0]
+    leak_sha = pool.add(reencoded(leaked, quality=70), "cat", split="val")
     pool.write()
     summary = curate(tmp_path, CurateConfig(workers=1))
     assert summary["leakage"]["val"]["near_leaks"] == 1
@@ -162,16 +162,16 @@ def test_predefined_splits_in_the_pool_are_respected(tmp_path, hotdog_dir):
     assert leak_sha not in {r["sha256"] for r in rows}  # the val copy of a train image goes, train keeps it
 
 
-def test_ratios_that_leave_a_class_out_of_a_split_warn_naming_the_class(tmp_path, hotdog_dir):
+def test_ratios_that_leave_a_class_out_of_a_split_warn_naming_the_class(tmp_path, photo_folder):
     pool = Pool(tmp_path)
-    for path in real_photos(hotdog_dir, "hot_dog", 6):
-        pool.add(path.read_bytes(), "hot_dog")
-    for path in real_photos(hotdog_dir, "not_hot_dog", 2):
-        pool.add(path.read_bytes(), "not_hot_dog")
+    for path in photos_of(photo_folder, "cat", 6):
+        pool.add(path.read_bytes(), "cat")
+    for path in photos_of(photo_folder, "coffee", 2):
+        pool.add(path.read_bytes(), "coffee")
     pool.write()
     summary = curate(tmp_path, CurateConfig(workers=1))
-    assert summary["warnings"] and all("'not_hot_dog'" in w for w in summary["warnings"])
-    assert "'not_hot_dog' has no images in" in (tmp_path / "report" / "card.md").read_text()
+    assert summary["warnings"] and all("'coffee'" in w for w in summary["warnings"])
+    assert "'coffee' has no images in" in (tmp_path / "report" / "card.md").read_text()
 
 
 def test_auditing_the_curated_dataset_finds_no_leakage_between_its_splits(curated, tmp_path):

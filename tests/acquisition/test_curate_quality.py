@@ -11,7 +11,7 @@ from pocketml.config import from_mapping
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import decode_rgb
 from pocketml.errors import PocketMLError
-from tests.acquisition.curate_pool import real_photos
+from tests.acquisition.curate_pool import photos_of
 
 
 def _flags(rgb: np.ndarray, config: CurateConfig | None = None) -> list[str]:
@@ -19,8 +19,8 @@ def _flags(rgb: np.ndarray, config: CurateConfig | None = None) -> list[str]:
     return quality.flags(quality.measures(rgb), rgb.shape[1], rgb.shape[0], config)
 
 
-def test_real_photo_carries_no_flags_and_its_degraded_copies_carry_the_right_ones(hotdog_dir):
-    path = real_photos(hotdog_dir, "hot_dog", 3)[2]
+def test_real_photo_carries_no_flags_and_its_degraded_copies_carry_the_right_ones(photo_folder):
+    path = photos_of(photo_folder, "cat", 3)[2]
     photo = decode_rgb(path)
     assert _flags(photo) == []
     img = Image.fromarray(photo)

@@ -16,8 +16,8 @@ FAST = DownloadConfig(threads=8, per_host=4, connect_timeout=2, read_timeout=1, 
 
 
 @pytest.fixture()
-def server(hotdog_dir):
-    images = sorted((hotdog_dir / "train" / "hot_dog").glob("*.jpg"))[:8]
+def server(photo_folder):
+    images = sorted((photo_folder / "train" / "cat").glob("*.jpg"))[:8]
     with HostileServer(images) as srv:
         yield srv
 

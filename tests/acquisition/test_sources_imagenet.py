@@ -57,15 +57,15 @@ def test_term_spellings_hotdog_hot_dog_hot_hyphen_dog():
     assert matching_synsets(words, ["hot dog"]) == ["a", "b"]
 
 
-def synset_server(hotdog_dir) -> HostileServer:
-    server = HostileServer(sorted((hotdog_dir / "train" / "hot_dog").glob("*.jpg"))[:3])
+def synset_server(photo_folder) -> HostileServer:
+    server = HostileServer(sorted((photo_folder / "train" / "cat").glob("*.jpg"))[:3])
     for wnid in ["n07697537", "n07676602", "n07697699", "n07697100", "n07739125", "n07753592", "n07873807"]:
         server.files[f"/file/{wnid}"] = "".join(f"http://img.example/{wnid}/{i}.jpg\r\n" for i in range(5)).encode()
     return server
 
 
-def test_positives_hyponyms_and_negatives_from_the_endpoint(wordnet, hotdog_dir):
-    with synset_server(hotdog_dir) as server:
+def test_positives_hyponyms_and_negatives_from_the_endpoint(wordnet, photo_folder):
+    with synset_server(photo_folder) as server:
         table = {"type": "imagenet", "terms": ["hot dog"], "words": str(wordnet / "words.txt"),
                  "is_a": str(wordnet / "wordnet.is_a.txt"), "urls_endpoint": server.base + "/file/{wnid}",
                  "max_per_synset": 3, "negatives": 10, "negatives_per_synset": 2, "negative_roots": ["n07555863"]}

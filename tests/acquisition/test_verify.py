@@ -8,7 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from acquisition.verify import Rejected, crop_box, dhash, grey_entropy, normalised_image, verify_and_store
+from acquisition import hashing
+from acquisition.verify import Rejected, crop_box, grey_entropy, normalised_image, verify_and_store
 from pocketml.configs.acquire import VerifyConfig
 from tests.acquisition.hostile_http import bomb_png, placeholder_png, tiny_jpeg
 
@@ -28,8 +29,8 @@ def status_of(data: bytes, config: VerifyConfig | None = None, **kw) -> str:
 
 
 @pytest.fixture(scope="module")
-def photos(hotdog_dir):
-    return [p.read_bytes() for p in sorted(hotdog_dir.rglob("*.jpg"))]
+def photos(photo_folder):
+    return [p.read_bytes() for p in sorted(photo_folder.rglob("*.jpg"))]
 
 
 def test_every_real_photo_passes_and_none_looks_like_a_placeholder(photos):
@@ -57,7 +58,7 @@ def test_bomb_is_refused_below_pillows_own_limit():
 
 def test_known_placeholder_dhash_matches_a_reencoding(photos):
     original = Image.open(io.BytesIO(photos[5])).convert("RGB")
-    known = dhash(original)
+    known = hashing.to_hex(hashing.dhash(original))
     reencoded = encode(original.resize((original.width // 2, original.height // 2)), quality=60)
     assert status_of(reencoded, VerifyConfig(placeholder_dhashes=[known])) == "placeholder"
     assert status_of(photos[6], VerifyConfig(placeholder_dhashes=[known])) == "ok"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks import cost, estimates, latency, peak, recommend, report
-from benchmarks.bench import bench
+from benchmarks.bench import PASSED, bench
 from benchmarks.cli import config_from_args, register
 from pocketml.configs.bench import BenchConfig
 from pocketml.errors import PocketMLError
@@ -175,10 +175,12 @@ def test_cli_builds_the_config():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["bench", "exp", "--out", "o", "--threads", "1,2,4", "--min-time", "0.5", "--budget-points", "2"]
+        ["bench", "exp", "--out", "o", "--threads", "1,2,4", "--min-time", "0.5", "--budget-points", "2",
+         "--reference", "m.keras"]
     )
     config = config_from_args(args)
     assert (config.threads, config.min_time_s, config.budget_points, config.measure_memory) == ([1, 2, 4], 0.5, 2.0, True)
+    assert config.keras_model == "m.keras"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "exp", "--out", "o", "--threads", "0"])
 
@@ -201,3 +203,39 @@ def test_bench_section_of_the_pipeline_toml():
         from_mapping(BenchConfig, {"min_time": 1.0}, "bench")
     with pytest.raises(PocketMLError, match="recommend_by"):
         from_mapping(BenchConfig, {"recommend_by": "cheapest"}, "bench")
+
+
+def test_bare_files_are_measured_judged_against_a_reference_and_labelled_from_metadata(
+        tflite_export_dir, real_model_dir, photos_dir, tmp_path):
+    """Files a user already has, without an export manifest: a pocketml .tflite and the same file renamed."""
+    from benchmarks.bench import bench_files
+
+    mine = tmp_path / "phone" / "classifier.tflite"
+    mine.parent.mkdir()
+    shutil.copy(tflite_export_dir / "tflite" / "model-fp16.tflite", mine)
+    fp32 = tflite_export_dir / "tflite" / "model-fp32.tflite"
+    config = BenchConfig(threads=[1], min_time_s=0.02, min_runs=5, measure_memory=False, probe_peak=False)
+    results = bench_files([fp32, mine], tmp_path / "bench", config, data=photos_dir, reference=real_model_dir)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["keras", "tflite-fp32", "tflite-classifier"]
+    assert rows["tflite-fp32"]["status"] == PASSED and rows["tflite-fp32"]["images"] == 32  # the test split
+    assert rows["tflite-fp32"]["max_abs_diff"] < 1e-4 and rows["keras"]["accuracy"] == rows["tflite-fp32"]["accuracy"]
+    # A renamed file does not say its precision: its figures, but no verdict to recommend it on.
+    assert rows["tflite-classifier"]["status"] == "not validated" and rows["tflite-classifier"]["max_abs_diff"] < 3e-2
+    assert rows["tflite-classifier"]["latency"]["1"]["p50_ms"] > 0
+    assert results["recommendations"]["android"]["artifact"] == "tflite-fp32"
+    alone = bench_files([mine], tmp_path / "alone", config, data=photos_dir)  # no reference: accuracy only
+    row = {r["name"]: r for r in alone["rows"]}["tflite-classifier"]
+    assert row["accuracy"] == rows["tflite-classifier"]["accuracy"] and row["top1_agreement"] is None
+
+
+def test_cli_bench_on_files_and_a_directory_that_is_neither(tflite_export_dir, photos_dir, tmp_path, capsys):
+    from pocketml.app.cli import main
+
+    fp32 = tflite_export_dir / "tflite" / "model-fp32.tflite"
+    argv = ["bench", str(fp32), "--data", str(photos_dir), "--out", str(tmp_path / "b"), "--threads", "1",
+            "--min-time", "0.02", "--no-memory"]
+    assert main(argv) == 0
+    assert (tmp_path / "b" / "results.json").is_file()
+    assert main(["bench", str(tflite_export_dir), "--data", str(photos_dir), "--out", str(tmp_path / "c")]) == 2
+    assert "--data and --labels are for model files" in capsys.readouterr().err

@@ -159,6 +159,8 @@ def test_metadata_props_carry_labels_spec_and_input(exported: dict, spec: ModelS
             "name": "efficientnet_lite",
             "mean": [127.0] * 3,
             "std": [128.0] * 3,
+            "channel_order": "RGB",
+            "added_at_export": False,
         }
         described = json.loads(metadata["input"])
         assert described["layout"] == "NHWC" and described["shape"] == [-1, 96, 96, 3]

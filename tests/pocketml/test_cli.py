@@ -3,7 +3,7 @@ import sys
 
 from pocketml.app.cli import main
 
-COMMANDS = ("acquire", "curate", "audit", "train", "export", "validate", "bench", "run")
+COMMANDS = ("acquire", "curate", "audit", "train", "export", "validate", "package", "bench", "run")
 
 
 def test_help_lists_every_stage_command_without_importing_tensorflow():

@@ -1,13 +1,14 @@
-"""A small real subset of the hot-dog photos as a curated-style dataset (manifest.csv, no copies)."""
+"""Datasets for training tests, built from the real photos every clone has (tests/photos.py):
+curated-style manifests over a chosen subset of `photos_dir`, read in place (no copies)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import pytest
+from tests.models import PHOTO_LABELS
 
-LABELS = ("hot_dog", "not_hot_dog")
+LABELS = PHOTO_LABELS  # ("cat", "coffee")
 
 
 def write_manifest(root: Path, rows: list[dict]) -> Path:
@@ -19,16 +20,11 @@ def write_manifest(root: Path, rows: list[dict]) -> Path:
     return root
 
 
-def subset_rows(hotdog_dir: Path, per_class: dict[str, int]) -> list[dict]:
+def subset_rows(photos_dir: Path, per_class: dict[str, int], labels: tuple[str, ...] = LABELS) -> list[dict]:
     """Rows for the first N photos of each class per split; paths are absolute (read in place)."""
     rows = []
     for split, count in per_class.items():
-        for label in LABELS:
-            for path in sorted((hotdog_dir / split / label).glob("*.jpg"))[:count]:
+        for label in labels:
+            for path in sorted((photos_dir / split / label).glob("*.jpg"))[:count]:
                 rows.append({"path": str(path), "label": label, "split": split})
     return rows
-
-
-@pytest.fixture(scope="session")
-def hotdog_subset(hotdog_dir, tmp_path_factory) -> Path:
-    return write_manifest(tmp_path_factory.mktemp("hotdog_subset"), subset_rows(hotdog_dir, {"train": 8, "val": 4}))
