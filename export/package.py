@@ -74,6 +74,18 @@ def _verdict(artifact: Artifact) -> str:
     return text
 
 
+def _runs_on(artifact: Artifact) -> str:
+    """What hardware the file suits: integer-only files run on NPUs, DSPs and the Edge TPU; a file
+    with ops kept float needs a CPU or GPU (names the ops, as the quantisation search recorded them)."""
+    if artifact.integer_only is True:
+        return "integer-only (NPU, DSP, Edge TPU, CPU)"
+    if artifact.integer_only is False:
+        ops = artifact.float_ops
+        shown = ", ".join(f"`{op}`" for op in ops[:3]) + (f" and {len(ops) - 3} more" if len(ops) > 3 else "")
+        return f"CPU/GPU: {len(ops)} op(s) kept float ({shown})" if ops else "CPU/GPU: float fallbacks"
+    return "CPU/GPU" if artifact.precision != "fp16" else "CPU/GPU (GPU delegates compute in fp16)"
+
+
 def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_out: list[Artifact],
                 recommendation: tuple[str, str] | None) -> str:
     model = manifest.model
@@ -88,8 +100,9 @@ def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_ou
     else:
         lines += ["No file of this format passed validation; see the export manifest for why.", ""]
     if files:
-        lines += ["| file | precision | size | verdict vs Keras |", "|---|---|---|---|"]
-        lines += [f"| `{Path(a.path).name}` | {a.precision} | {_size(a)} | {_verdict(a)} |" for a in files]
+        lines += ["| file | precision | size | verdict vs Keras | runs on |", "|---|---|---|---|---|"]
+        lines += [f"| `{Path(a.path).name}` | {a.precision} | {_size(a)} | {_verdict(a)} | {_runs_on(a)} |"
+                  for a in files]
         lines.append("")
     for artifact in left_out:
         why = artifact.reason if artifact.status != EXPORTED else artifact.parity.reason

@@ -46,6 +46,8 @@ def test_bundle_leads_with_the_recommended_file_and_carries_only_passed_ones(exp
     readme = (android / "README.md").read_text()
     assert "Recommended: `model-int8-dynamic.tflite` (int8-dynamic) — smallest, 3.7 MB." in readme
     assert 'createFromFile(context, "model-int8-dynamic.tflite")' in readme
+    strict = next(line for line in readme.splitlines() if line.startswith("| `model-int8-uint8io.tflite`"))
+    assert strict.endswith("| integer-only (NPU, DSP, Edge TPU, CPU) |")
     # A hard link: the bundle costs no second copy of the weights.
     assert (android / "model-fp32.tflite").stat().st_ino == (export_dir / "tflite" / "model-fp32.tflite").stat().st_ino
 
@@ -64,7 +66,7 @@ def test_a_failed_file_is_listed_not_shipped(export_dir, tmp_path):
     # Every table row has the header's four cells, even with '|' in a reason.
     rows = [line for line in readme.splitlines() if line.startswith("| `")]
     assert len(rows) == len(TFLITE_PRECISIONS) - 1 - sum(not a.passed for a in manifest.artifacts if a.precision != "fp16")
-    assert all(row.replace("\\|", "").count("|") == 5 for row in rows)
+    assert all(row.replace("\\|", "").count("|") == 6 for row in rows)
 
 
 def test_packaging_again_replaces_the_bundles_whole(export_dir, tmp_path):
