@@ -15,7 +15,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 install: $(STAMP)

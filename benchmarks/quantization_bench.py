@@ -3,7 +3,7 @@ accuracy-controlled int8 as the anchor on the same ONNX fp32 file and the same i
 
     python benchmarks/quantization_bench.py      # no arguments; ends with RESULT {json}
 
-Models (built once, cached under runs/quantization_bench/):
+Models (built again on every run under runs/quantization_bench/, so the figures are the current code's):
 - demo: EfficientNet-Lite0 128 px on the glyphs A-J (`pocketml run examples/demo.toml --to train`);
 - hotdog: MobileNetV2 a0.35 96 px, ImageNet weights from ../shared/data/weights, trained by
   `pocketml.train` on ../shared/data/hotdog (200 train photos, 50 val photos judge).
@@ -40,8 +40,8 @@ def demo_model() -> tuple[Path, Path]:
     import pocketml
 
     run_dir = CACHE / "demo"
-    if not (run_dir / "model" / "model.keras").is_file():
-        pocketml.run(PROJECT_ROOT / "examples" / "demo.toml", run_dir, to_stage="train")
+    # force: a model trained by older code must not stand in for what the demo trains today.
+    pocketml.run(PROJECT_ROOT / "examples" / "demo.toml", run_dir, to_stage="train", force=True)
     return run_dir / "model", run_dir / "dataset"
 
 
@@ -49,9 +49,8 @@ def hotdog_model() -> tuple[Path, Path]:
     import pocketml
 
     data, out = shared_data("hotdog"), CACHE / "hotdog"
-    if not (out / "model.keras").is_file():
-        pocketml.train(data, out, backbone="mobilenet_v2", alpha=0.35, image_size=96, seed=0,
-                       weights=str(shared_data("weights", MOBILENET_V2_035)), epochs_finetune=0, feature_cache_copies=1)
+    pocketml.train(data, out, backbone="mobilenet_v2", alpha=0.35, image_size=96, seed=0,
+                   weights=str(shared_data("weights", MOBILENET_V2_035)), epochs_finetune=0, feature_cache_copies=1)
     return out, data
 
 

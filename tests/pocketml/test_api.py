@@ -46,3 +46,13 @@ def test_export_bench_package_from_python_return_typed_results(real_model_dir, p
     assert bundles == {"android": ["model-fp32.tflite"]}
     again = pocketml.validate(tmp_path / "export")
     assert again.find("tflite", "fp32").parity == manifest.find("tflite", "fp32").parity
+
+
+def test_a_users_export_folder_does_not_shadow_the_packages(tmp_path):
+    # Where a user runs a notebook there is often an export/ (or training/) folder of their own.
+    for name in ("export", "training", "acquisition", "benchmarks"):
+        (tmp_path / name / "tflite").mkdir(parents=True)
+    code = "import export.tflite, training.train, acquisition.acquire, benchmarks.bench; print(export.tflite.SUFFIX)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == ".tflite"
