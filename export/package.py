@@ -106,7 +106,13 @@ def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_ou
         lines.append("")
     for artifact in left_out:
         why = artifact.reason if artifact.status != EXPORTED else artifact.parity.reason
-        lines.append(f"Not included: {artifact.name} ({artifact.status if artifact.status != EXPORTED else artifact.parity.status}: {why}).")
+        status = artifact.status if artifact.status != EXPORTED else artifact.parity.status
+        line = f"Not included: {artifact.name} ({status}: {why})."
+        if artifact.integer_only and artifact.status == EXPORTED:
+            # Accelerators that run only integer models may still want it, knowing it misses the budget.
+            line += (f" It is the strict integer-only file (NPU, DSP, Edge TPU): the export keeps it at "
+                     f"`{artifact.path}` for accelerators that need one.")
+        lines.append(line)
     if files:
         file = Path(files[0].path).name
         lines += ["", module.SNIPPET.format(file=file, class_name=Path(file).stem.replace("-", "_"),

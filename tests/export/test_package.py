@@ -57,15 +57,19 @@ def test_a_failed_file_is_listed_not_shipped(export_dir, tmp_path):
     manifest = ExportManifest.load(copy)
     fp16 = manifest.find("tflite", "fp16")
     fp16.parity.status, fp16.parity.reason = "failed", "max|dp| 0.04 > 0.03"
+    strict = manifest.find("tflite", "int8-uint8io")
+    strict.parity.status, strict.parity.reason = "failed", "top-1 agreement 0.969 < 0.99"
     manifest.save(copy)
     contents = package(copy, tmp_path / "bundles")
     assert "model-fp16.tflite" not in contents["android"]
     readme = (tmp_path / "bundles" / "android" / "README.md").read_text()
     assert "Not included: tflite-fp16 (failed: max|dp| 0.04 > 0.03)." in readme
+    assert ("Not included: tflite-int8-uint8io (failed: top-1 agreement 0.969 < 0.99). It is the strict integer-only "
+            "file (NPU, DSP, Edge TPU): the export keeps it at `tflite/model-int8-uint8io.tflite`") in readme
     assert "No file is recommended yet" in readme
     # Every table row has the header's four cells, even with '|' in a reason.
     rows = [line for line in readme.splitlines() if line.startswith("| `")]
-    assert len(rows) == len(TFLITE_PRECISIONS) - 1 - sum(not a.passed for a in manifest.artifacts if a.precision != "fp16")
+    assert len(rows) == len(TFLITE_PRECISIONS) - sum(not a.passed for a in manifest.artifacts)
     assert all(row.replace("\\|", "").count("|") == 6 for row in rows)
 
 
