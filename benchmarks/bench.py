@@ -37,6 +37,7 @@ from pocketml.console import library_output, progress
 from pocketml.dataset import ImageSet, evaluation_set, load_images
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file, tree_bytes
+from pocketml.spec import Normalization
 
 FAILED_VALIDATION = "failed validation"  # exported, but its verdict is outside tolerance
 ROW_FAILED = "failed"  # no file to measure (the export crashed, or the file is gone)
@@ -172,7 +173,9 @@ class Bench:
         try:
             from export.keras_model import load_keras_predictor
 
-            predictor = load_keras_predictor(path, self.size)
+            # The original as export shaped it, preprocessing export added included (what the files run).
+            normalization = Normalization.from_dict(self.manifest.model.get("normalization") or {})
+            predictor = load_keras_predictor(path, self.size, normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
             row.update(status=ROW_FAILED, reason=short_reason(exc))
