@@ -116,7 +116,10 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
         save(fp16, fp16_path)
         facts: dict = {}
         images = calibration if calibration is not None and len(calibration) else None
-        rungs = ladder.candidates(fp16, fp16_path, images, save, facts, grouped=TARGETS.index(target_name) >= TARGETS.index("iOS18"))
+        rungs = ladder.candidates(fp16, fp16_path, images, save, facts,
+                                  grouped=TARGETS.index(target_name) >= TARGETS.index("iOS18"),
+                                  program=lambda keras_model: ml_program(keras_model, spec, compute_precision("fp16"), target),
+                                  keras_model=model)
         fp32_bytes = tree_bytes(fp32_path)
         if judge is None:
             return _smallest_unjudged(rungs, ladder.size_precheck(fp32_bytes), out_path, work, fp32_bytes, facts)
