@@ -54,15 +54,25 @@ def hotdog_model() -> tuple[Path, Path]:
     return out, data
 
 
-def judged(module, precision: str, path: Path, judge, seconds: float, details: dict | None = None) -> dict:
+LATENCY_REPEATS = 5  # separate timings per file, median taken: one timing of a 0.1 ms model moved by 30 % between runs
+
+
+def steady_latency_ms(module, path: Path, image) -> float | None:
+    """Median over LATENCY_REPEATS of the ladder's own p50 timing (export.quantization.search.latency_ms)."""
     from export.quantization.search import latency_ms
+
+    samples = [latency_ms(module, path, image) for _ in range(LATENCY_REPEATS)]
+    return None if samples[0] is None else round(float(np.median(samples)), 4)
+
+
+def judged(module, precision: str, path: Path, judge, seconds: float, details: dict | None = None) -> dict:
     from pocketml.fsutil import tree_bytes
 
     parity = judge.of(precision, module.load(path))
     details = details or {}
     return {"precision": precision, "status": parity.status, "agreement": parity.top1_agreement, "flips": parity.flips,
             "images": parity.images, "agreement_low": round(parity.agreement_low, 4) if parity.agreement_low else None,
-            "accuracy_drop_points": parity.accuracy_drop_points, "latency_ms": latency_ms(module, path, judge.images[0]),
+            "accuracy_drop_points": parity.accuracy_drop_points, "latency_ms": steady_latency_ms(module, path, judge.images[0]),
             "bytes": tree_bytes(path), "seconds": round(seconds, 1), "integer_only": details.get("integer_only"),
             "float_ops": len(details.get("float_ops") or []),
             "chosen": (details.get("search") or {}).get("chosen"),
