@@ -140,24 +140,25 @@ def _rounding_error(layer: Any, kernel: np.ndarray, correction: Correction, fold
     return error.reshape(kernel.shape).astype(kernel.dtype)
 
 
-def _fold_factor(layer: Any) -> np.ndarray | None:
-    """gamma / sqrt(variance + epsilon) of the BatchNorm that alone reads `layer`, as converters fold it."""
+def _fold_factor(follower: Any) -> np.ndarray | None:
+    """gamma / sqrt(variance + epsilon) of `follower`, the layer alone reading a kernel's output, when
+    it is a BatchNorm: the factor converters fold into the kernel."""
     import keras
 
-    follower = _only_consumer(layer)
     if not isinstance(follower, keras.layers.BatchNormalization):
         return None
     gamma = np.asarray(follower.gamma) if follower.scale else 1.0
     return gamma / np.sqrt(np.asarray(follower.moving_variance) + follower.epsilon)
 
 
-def _mean_shift(layer: Any, x: np.ndarray, correction: Correction) -> np.ndarray:
-    """Per-output-channel mean of (W_q - W) applied to the layer's real inputs `x`."""
+def _mean_shift(layer: Any, x: np.ndarray, correction: Correction, follower: Any) -> np.ndarray:
+    """Per-output-channel mean of (W_q - W) applied to the layer's real inputs `x`; `follower`: the
+    layer alone reading its output (None when several do)."""
     import keras
     import tensorflow as tf
 
     kernel = np.asarray(layer.get_weights()[0])
-    fold = _fold_factor(layer) if correction.palette_bits else None  # int8 grids commute with folding
+    fold = _fold_factor(follower) if correction.palette_bits else None  # int8 grids commute with folding
     delta = _rounding_error(layer, kernel, correction, fold)
     if isinstance(layer, keras.layers.Dense):
         return x.reshape(-1, x.shape[-1]).mean(0) @ delta
@@ -176,8 +177,8 @@ def _correct_layer(layer: Any, x: np.ndarray, correction: Correction) -> None:
         return
     if layer.get_weights()[0].size < correction.min_elements:
         return  # stored as it is: nothing was rounded
-    shift = _mean_shift(layer, x, correction)
     follower = _only_consumer(layer)
+    shift = _mean_shift(layer, x, correction, follower)
     if isinstance(follower, keras.layers.BatchNormalization) and follower.center and follower.axis in (-1, 3):
         # BatchNorm subtracts its moving mean: raising it by the shift cancels the shift exactly.
         weights = follower.get_weights()
