@@ -69,18 +69,26 @@ def augmented(x, layers: list):
 # rewind: every prediction would come out one batch late, paired with the wrong labels.
 
 
-class AugmentedTrainer(keras.Model):
-    """uint8 images -> (augmented when training) -> the wrapped classifier's probabilities."""
+class _Augmenting(keras.Model):
+    """A wrapper with augmentation layers; a subclass sets its wrapped model, then calls build
+    (Keras refuses sub-layers added after build)."""
 
-    def __init__(self, classifier, augment: Augment | None, seed: int = 0, **kwargs) -> None:
-        super().__init__(name="augmented_trainer", **kwargs)
-        self.classifier = classifier
+    def __init__(self, name: str, augment: Augment | None, seed: int, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
         self.augmentation = augment.layers(seed) if augment else []
-        self.build(tuple(classifier.input_shape))
 
     def build(self, input_shape) -> None:
         for layer in self.augmentation:
             layer.build(input_shape)
+
+
+class AugmentedTrainer(_Augmenting):
+    """uint8 images -> (augmented when training) -> the wrapped classifier's probabilities."""
+
+    def __init__(self, classifier, augment: Augment | None, seed: int = 0, **kwargs) -> None:
+        super().__init__("augmented_trainer", augment, seed, **kwargs)
+        self.classifier = classifier
+        self.build(tuple(classifier.input_shape))
 
     def call(self, images, training=False):
         x = ops.cast(images, "float32")
@@ -89,18 +97,13 @@ class AugmentedTrainer(keras.Model):
         return self.classifier(x, training=training)
 
 
-class AugmentedFeatures(keras.Model):
+class AugmentedFeatures(_Augmenting):
     """uint8 images -> (augmented, also under predict) -> pooled backbone features."""
 
     def __init__(self, extractor, augment: Augment | None, seed: int = 0, **kwargs) -> None:
-        super().__init__(name="augmented_features", **kwargs)
+        super().__init__("augmented_features", augment, seed, **kwargs)
         self.extractor = extractor
-        self.augmentation = augment.layers(seed) if augment else []
         self.build(tuple(extractor.input_shape))
-
-    def build(self, input_shape) -> None:
-        for layer in self.augmentation:
-            layer.build(input_shape)
 
     def call(self, images, training=False):
         x = ops.cast(images, "float32")
