@@ -301,12 +301,14 @@ def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfi
     """
     config = config or BenchConfig()
     check_config(config)
-    manifest, models = files_manifest([Path(p) for p in paths], labels, reference)
-    if data is not None:
-        evaluation = evaluation_set(data)
-        manifest.images["evaluation"] = evaluation.to_dict()
-        judge_files(manifest, models, evaluation, reference)
-    return measure(Path("/"), manifest, Path(out_dir), config, ", ".join(str(p) for p in paths))
+    # Loading the files and the reference imports the runtimes, whose banners belong in the log too.
+    with library_output(out_dir):
+        manifest, models = files_manifest([Path(p) for p in paths], labels, reference)
+        if data is not None:
+            evaluation = evaluation_set(data)
+            manifest.images["evaluation"] = evaluation.to_dict()
+            judge_files(manifest, models, evaluation, reference)
+        return measure(Path("/"), manifest, Path(out_dir), config, ", ".join(str(p) for p in paths))
 
 
 def files_manifest(paths: list[Path], labels: str | Path | None, reference: str | Path | None):

@@ -239,3 +239,21 @@ def test_cli_bench_on_files_and_a_directory_that_is_neither(tflite_export_dir, p
     assert (tmp_path / "b" / "results.json").is_file()
     assert main(["bench", str(tflite_export_dir), "--data", str(photos_dir), "--out", str(tmp_path / "c")]) == 2
     assert "--data and --labels are for model files" in capsys.readouterr().err
+
+
+def test_bench_on_files_keeps_the_runtimes_banners_out_of_the_terminal(tflite_export_dir, real_model_dir, photos_dir,
+                                                                        tmp_path):
+    # A fresh interpreter, as a user's shell runs it: TensorFlow prints its banners when the
+    # reference model first imports it, before any measuring starts.
+    import os
+    import subprocess
+
+    fp32 = tflite_export_dir / "tflite" / "model-fp32.tflite"
+    out = tmp_path / "b"
+    argv = ["bench", str(fp32), "--reference", str(real_model_dir), "--data", str(photos_dir), "--out", str(out),
+            "--threads", "1", "--min-time", "0.02", "--no-memory"]
+    done = subprocess.run([sys.executable, "-c", f"import sys; from pocketml.app.cli import main; sys.exit(main({argv!r}))"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "POCKETML_VERBOSE": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "oneDNN" not in done.stdout + done.stderr and "tflite-fp32" in done.stdout
+    assert "oneDNN" in (out / "libraries.log").read_text()
