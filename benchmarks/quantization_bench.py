@@ -10,7 +10,8 @@ Models (built again on every run under runs/quantization_bench/, so the figures 
 Images: pocketml.dataset.choose_images (calibration from train, evaluation from test/val, disjoint).
 Per format: fp32 (the speed and size baseline), "before" (the recipe pocketml shipped before the
 ladder: TFLite MinMax int8, ONNX U8S8 reduce_range, Core ML 6-bit palettes) and "after" (the ladder's
-choice), each judged once by export.judge.Judge; latency is the p50 of batch-1 calls at one thread.
+choice), each judged once by export.judge.Judge; latency is the p50 of batch-1 calls at one thread,
+each runtime's files timed in turn over 5 rounds once all are built (median per file).
 NNCF runs in the bench venv (`make bench-env`; POCKETML_BENCH_PYTHON overrides where its python is).
 """
 
@@ -54,15 +55,22 @@ def hotdog_model() -> tuple[Path, Path]:
     return out, data
 
 
-LATENCY_REPEATS = 5  # separate timings per file, median taken: one timing of a 0.1 ms model moved by 30 % between runs
+LATENCY_REPEATS = 5  # rounds of timing, median taken per file: one timing of a 0.1 ms model moved by 30 % between runs
 
 
-def steady_latency_ms(module, path: Path, image) -> float | None:
-    """Median over LATENCY_REPEATS of the ladder's own p50 timing (export.quantization.search.latency_ms)."""
+def interleaved_latencies(files: list[tuple], image) -> None:
+    """Time every (module, path, row) of one runtime in turn, LATENCY_REPEATS rounds of the ladder's
+    own p50 timing (export.quantization.search.latency_ms), and set each row's latency_ms to its
+    median. Interleaved, a drift in the machine's load lands on every file of a round alike, so the
+    ratios to fp32 hold; timed one file after another, it landed on whichever file was being timed."""
     from export.quantization.search import latency_ms
 
-    samples = [latency_ms(module, path, image) for _ in range(LATENCY_REPEATS)]
-    return None if samples[0] is None else round(float(np.median(samples)), 4)
+    samples: dict[int, list] = {i: [] for i in range(len(files))}
+    for _ in range(LATENCY_REPEATS):
+        for i, (module, path, _row) in enumerate(files):
+            samples[i].append(latency_ms(module, path, image))
+    for i, (_module, _path, row) in enumerate(files):
+        row["latency_ms"] = None if samples[i][0] is None else round(float(np.median(samples[i])), 4)
 
 
 def judged(module, precision: str, path: Path, judge, seconds: float, details: dict | None = None) -> dict:
@@ -72,7 +80,7 @@ def judged(module, precision: str, path: Path, judge, seconds: float, details: d
     details = details or {}
     return {"precision": precision, "status": parity.status, "agreement": parity.top1_agreement, "flips": parity.flips,
             "images": parity.images, "agreement_low": round(parity.agreement_low, 4) if parity.agreement_low else None,
-            "accuracy_drop_points": parity.accuracy_drop_points, "latency_ms": steady_latency_ms(module, path, judge.images[0]),
+            "accuracy_drop_points": parity.accuracy_drop_points, "latency_ms": None, "file": (module, path),
             "bytes": tree_bytes(path), "seconds": round(seconds, 1), "integer_only": details.get("integer_only"),
             "float_ops": len(details.get("float_ops") or []),
             "chosen": (details.get("search") or {}).get("chosen"),
@@ -182,6 +190,10 @@ def model_figures(name: str, model_dir: Path, dataset: Path) -> dict:
             figures[fmt] = rows(source, calibration, judge, work)
         print(f"{name}: nncf ...", flush=True)
         figures["nncf"] = nncf_row(work / "onnx-fp32.onnx", calibration, judge, work)
+        print(f"{name}: timing ...", flush=True)
+        runtime_rows = [*figures["onnx"].values(), *([figures["nncf"]] if "file" in figures["nncf"] else [])]
+        for group in (list(figures["tflite"].values()), runtime_rows, list(figures["coreml"].values())):
+            interleaved_latencies([(*row.pop("file"), row) for row in group], judge.images[0])
     figures["goals"] = goals(figures)
     return figures
 

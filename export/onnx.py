@@ -124,8 +124,9 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
         rung = next(rungs)
         built = rung.build(out_path)
         facts.pop("rank")
-        return Converted([base + "; weights bias-corrected"], {"integer_only": built.integer_only,
-                                                               "float_ops": built.float_ops, "recipe": rung.settings, **facts})
+        notes = [base + "; input normalisation folded where the graph allows, weights bias-corrected"]
+        return Converted(notes, {"integer_only": built.integer_only, "float_ops": built.float_ops,
+                                 "recipe": rung.settings, **facts})
     with tempfile.TemporaryDirectory(prefix="pocketml-onnx-ladder-") as work:
         outcome = run_ladder(sys.modules[__name__], precision, rungs, judge, Path(work))
         if outcome.path is None:

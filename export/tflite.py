@@ -166,19 +166,20 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
     facts.pop("rank")  # no search, no ranking: the debugger's table comes with the ladder
     built = rung.build(out_path) if precision == "int8" else _strict(model, spec, calibration, out_path, finish, facts)
     details = {"integer_only": built.integer_only, "float_ops": built.float_ops, "recipe": rung.settings, **facts}
-    notes = [NOTES[precision], f"calibrated on {len(calibration)} images; weights bias-corrected for int8 rounding"]
+    notes = [NOTES[precision], f"calibrated on {len(calibration)} images; input normalisation folded where the graph allows, "
+             "weights bias-corrected for int8 rounding"]
     if precision == "int8-uint8io":
         notes.append("strict integer-only (NPU / DSP / Edge TPU); if its verdict fails, prefer int8 on CPU")
     return Converted(notes, details)
 
 
 def _strict(model, spec, calibration, out_path: Path, finish, facts: dict):
-    from export.quantization.equalize import bias_corrected
+    from export.quantization.fold import integer_ready
     from export.quantization.search import Built
 
-    corrected, correction = bias_corrected(model, calibration, qmax=127)
-    facts["bias_correction"] = correction.to_dict()
-    atomic_write_bytes(out_path, finish(int8_converter(corrected, spec, calibration, uint8_io=True).convert()))
+    ready, done = integer_ready(model, calibration, qmax=127)
+    facts.update(done)
+    atomic_write_bytes(out_path, finish(int8_converter(ready, spec, calibration, uint8_io=True).convert()))
     return Built(integer_only=True)
 
 

@@ -177,7 +177,7 @@ def _correct_layer(layer: Any, x: np.ndarray, correction: Correction) -> None:
         return
     if layer.get_weights()[0].size < correction.min_elements:
         return  # stored as it is: nothing was rounded
-    follower = _only_consumer(layer)
+    follower = only_consumer(layer)
     shift = _mean_shift(layer, x, correction, follower)
     if isinstance(follower, keras.layers.BatchNormalization) and follower.center and follower.axis in (-1, 3):
         # BatchNorm subtracts its moving mean: raising it by the shift cancels the shift exactly.
@@ -195,7 +195,7 @@ def _correct_layer(layer: Any, x: np.ndarray, correction: Correction) -> None:
     correction.largest_shift = max(correction.largest_shift, float(np.abs(shift).max()))
 
 
-def _only_consumer(layer: Any) -> Any:
+def only_consumer(layer: Any) -> Any:
     """The one layer reading `layer`'s output, or None when several do (then a BatchNorm cannot be
     told apart from a residual branch)."""
     nodes = getattr(layer, "_outbound_nodes", [])

@@ -9,6 +9,10 @@ Measured before this ladder was fixed (1 thread, AVX-512 VNNI laptop CPU, load ~
   Keras itself calls 0.524); activations then carry the error, spread over every layer: keeping any
   one tensor float lowers the mean |d log p| by at most 14 %. 16x8 is integer and near-lossless
   (0 flips on the demo) but XNNPACK has no int16 kernels: 32x slower than fp32, hence the last rung.
+Since then the first rung folds the input normalisation into the first conv (fold.py): its input is
+exact integers, and the demo's full-integer file passes (1 flip; 2 before), the strict uint8 one too.
+On the hot-dog model the flip stays; the normalisation kept float (no fold) passes there at the same
+speed, so that rung comes second.
 """
 
 from __future__ import annotations
@@ -22,15 +26,11 @@ from typing import Any
 import numpy as np
 
 from export.quantization.equalize import bias_corrected
+from export.quantization.fold import fold_summary, input_rescaling, integer_ready
 from export.quantization.search import Built, Candidate
 from pocketml.fsutil import atomic_write_bytes
 
 FLOAT_COUNTS = (1, 4)  # worst layers kept float (besides the input normalisation) on the fallback rungs
-# The model's input normalisation (training/model.py names it "preprocess"): MobileNet's (x - 127.5) /
-# 127.5 puts zero half-way between two uint8 steps, so no integer zero point is exact and every pixel
-# is rounded by half a step before the first conv; in float it costs two elementwise ops. ONNX's
-# end-to-end ranking found the same tensor the costliest on the hot-dog MobileNetV2 (31 % of the error).
-INPUT_LAYER = "preprocess"
 DEBUG_IMAGES = 50  # calibration images the debugger runs: its per-layer statistics settle by then
 SENSITIVITY_ROWS = 10  # worst layers named in the manifest
 BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")  # float I/O conversions at the edges of an integer graph
@@ -112,21 +112,30 @@ def _write(path: Path, content: bytes, finish) -> Built:
 
 
 def candidates(model: Any, spec: Any, calibration: np.ndarray, finish, facts: dict) -> Iterator[Candidate]:
-    """The TFLite int8 ladder, built lazily: bias-corrected full integer; the input normalisation in
-    float; that plus the 1 and 4 layers the debugger ranks worst; then 16-bit activations. `finish` adds metadata to the bytes;
-    `facts` receives the bias correction and the debugger's table as they are computed."""
+    """The TFLite int8 ladder, built lazily: full integer with the input normalisation folded into
+    the first conv (export/quantization/fold.py) and bias-corrected weights; then, on the model as it
+    is, the normalisation kept float, and that plus the 1 and 4 layers the debugger ranks worst; then
+    16-bit activations. `finish` adds metadata to the bytes; `facts` receives the fold, the bias
+    correction and the debugger's table as they are computed."""
     from export.tflite import int8_converter
 
     state: dict = {}
 
+    def ready():
+        if "ready" not in state:
+            state["ready"], done = integer_ready(model, calibration, qmax=127)
+            facts.update(done)
+        return state["ready"]
+
     def corrected():
-        if "model" not in state:
-            state["model"], correction = bias_corrected(model, calibration, qmax=127)
-            facts["bias_correction"] = correction.to_dict()
-        return state["model"]
+        # The float-input rungs keep the normalisation as the model has it (folded, its input would be
+        # exact integers already): MobileNet's (x - 127.5) / 127.5 is then rounded once, at the first conv.
+        if "corrected" not in state:
+            state["corrected"], _ = bias_corrected(model, calibration, qmax=127)
+        return state["corrected"]
 
     def full_integer(path: Path) -> Built:
-        return _write(path, int8_converter(corrected(), spec, calibration).convert(), finish)
+        return _write(path, int8_converter(ready(), spec, calibration).convert(), finish)
 
     def ranking() -> list[dict]:
         if "ranking" not in state:
@@ -137,27 +146,36 @@ def candidates(model: Any, spec: Any, calibration: np.ndarray, finish, facts: di
     facts["rank"] = ranking  # the export names the worst layers even when the first rung passes
 
     yield Candidate("bias-corrected", {"calibration": "minmax", "weights": "int8 per-channel, bias-corrected",
-                                       "activations": "int8", "images": len(calibration)}, full_integer)
+                                       "activations": "int8", "input": fold_summary(model),
+                                       "images": len(calibration)}, full_integer)
+
+    rescaling = input_rescaling(model)
 
     def input_layers() -> list[str]:
+        if rescaling is None:
+            return []
         return [row["layer"] for row in ranking()
-                if any(part.startswith(INPUT_LAYER) for part in row["layer"].split(";")[0].split("/")[:-1])]
+                if any(part.startswith(rescaling.name) for part in row["layer"].split(";")[0].split("/")[:-1])]
 
-    def float_input(path: Path) -> Built:
-        return _write(path, _denylisted(corrected(), spec, calibration, input_layers()), finish)
+    if rescaling is not None:  # without one there is no normalisation to keep float
+        def float_input(path: Path) -> Built:
+            return _write(path, _denylisted(corrected(), spec, calibration, input_layers()), finish)
 
-    yield Candidate("float input", {"kept_float": "the input normalisation (Rescaling)"}, float_input)
+        yield Candidate("float input", {"kept_float": f"the input normalisation ({rescaling.name}), not folded"},
+                        float_input)
 
     for count in FLOAT_COUNTS:
         def keep_float(path: Path, count: int = count) -> Built:
             worst = [row["layer"] for row in ranking() if row["layer"] not in input_layers()][:count]
             return _write(path, _denylisted(corrected(), spec, calibration, input_layers() + worst), finish)
 
-        yield Candidate(f"float input + {count}", {"kept_float": f"input normalisation + {count} worst layers",
-                                                   "ranked_by": "QuantizationDebugger RMSE/scale"}, keep_float)
+        name = f"float input + {count}" if rescaling is not None else f"float {count}"
+        yield Candidate(name, {"kept_float": f"{'input normalisation + ' if rescaling is not None else ''}"
+                                             f"{count} worst layers", "ranked_by": "QuantizationDebugger RMSE/scale"},
+                        keep_float)
 
     def int16(path: Path) -> Built:
-        built = _write(path, int8_converter(corrected(), spec, calibration, int16_activations=True).convert(), finish)
+        built = _write(path, int8_converter(ready(), spec, calibration, int16_activations=True).convert(), finish)
         built.notes.append("16-bit activations: integer, but LiteRT's CPU path (XNNPACK) has no int16 kernels")
         return built
 

@@ -132,6 +132,40 @@ def test_a_tensor_left_float_skips_its_quantizer_and_names_its_consumer(keras_mo
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
 
 
+def test_a_relu6_output_kept_float_is_still_clipped_as_the_model_clips_it(keras_model, spec, calibration) -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    fp32 = xo.float32_model(keras_model, spec)
+    quantized = xo.static_int8_model(fp32, calibration[:16])
+    # ONNX Runtime's quantiser drops each Clip (ReLU6) whose range its Q/DQ pair covers.
+    clipped = {out for node in fp32.graph.node if node.op_type == "Clip" for out in node.output}
+    assert clipped and not any(n.op_type == "Clip" for n in quantized.graph.node)
+    tensor = [t for t in qonnx.activation_tensors(quantized) if t in clipped][3]
+    mixed = qonnx.without_quantizers(quantized, [tensor])
+    clip = next(n for n in mixed.graph.node if n.op_type == "Clip")
+    bounds = {i.name: float(numpy_helper.to_array(i)) for i in mixed.graph.initializer if i.name in clip.input[1:]}
+    assert clip.input[0] == tensor and bounds[clip.input[1]] == 0.0 and 0.0 < bounds[clip.input[2]] <= 6.0 + 1e-3
+    # Run it: the tensor the quantiser left unclipped goes negative; what the next layer reads does not.
+    mixed.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                              for name in (tensor, clip.output[0]))
+    session = ort.InferenceSession(mixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, raw, read = session.run(None, {"image": calibration[:4].astype(np.float32)})
+    assert raw.min() < 0.0 and read.min() >= 0.0 and read.max() <= bounds[clip.input[2]] + 1e-5
+
+
+def test_float_input_keeps_the_normalisation_float_up_to_the_first_conv(keras_model, spec, calibration) -> None:
+    quantized = xo.static_int8_model(xo.float32_model(keras_model, spec), calibration[:16])
+    upstream = qonnx.before_first_conv(quantized)
+    assert "image" in upstream and any("preprocess" in t for t in upstream)
+    conv = next(n for n in quantized.graph.node if n.op_type == "Conv")
+    produced = {out: n for n in quantized.graph.node for out in n.output}
+    read = produced[produced[conv.input[0]].input[0]].input[0]  # the float tensor the conv's Q/DQ pair quantises
+    assert read not in upstream  # the conv still reads an integer tensor: the rung stays mostly integer
+    kept = qonnx.float_ops(qonnx.without_quantizers(quantized, upstream))
+    assert {k.split()[0] for k in kept} >= {"Mul", "Add"} and not any(k.startswith("Conv") for k in kept)
+
+
 def test_search_is_bounded_and_keeps_the_closest_rung_when_none_passes(tmp_path, keras_model, spec, calibration, judge):
     # A judge whose reference disagrees with the model on every image: no faithful file can pass.
     contrary = Judge(judge.images, judge.reference[:, ::-1].copy(), None, "reversed")
