@@ -128,8 +128,8 @@ def candidates(model: Any, spec: Any, calibration: np.ndarray, finish, facts: di
         return state["ready"]
 
     def corrected():
-        # The float-input rungs keep the normalisation as the model has it (folded, its input would be
-        # exact integers already): MobileNet's (x - 127.5) / 127.5 is then rounded once, at the first conv.
+        # The float-input rungs start from the model as it is: folded, the normalisation is already exact
+        # integers and keeping it float would change nothing. Unfolded, it is rounded once, at the first conv.
         if "corrected" not in state:
             state["corrected"], _ = bias_corrected(model, calibration, qmax=127)
         return state["corrected"]
