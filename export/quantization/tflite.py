@@ -138,6 +138,8 @@ def candidates(model: Any, spec: Any, calibration: np.ndarray, finish, facts: di
         return _write(path, int8_converter(ready(), spec, calibration).convert(), finish)
 
     def ranking() -> list[dict]:
+        # On the unfolded model: the float-input rungs denylist its normalisation tensors by these names
+        # (folded, the multiply is gone and only the add would be kept float).
         if "ranking" not in state:
             state["ranking"] = layer_statistics(int8_converter(corrected(), spec, calibration, fallback=True), calibration)
             facts["sensitivity"] = sensitivity_table(state["ranking"])
