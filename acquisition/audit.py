@@ -18,6 +18,7 @@ from acquisition.curate import (
     class_sheet_pngs,
     conflict_rows,
     duplicate_sheet,
+    engine_for,
     print_summary,
     readable,
     require_two_labels,
@@ -63,9 +64,10 @@ def audit(imagefolder: Path, out_dir: Path, config: CurateConfig | None = None) 
         )
     config = config or CurateConfig()
     every = folder_items(imagefolder)
-    items, unreadable, warnings = readable(every, config, "auditing: hashing images")
-    require_two_labels(items, imagefolder)
-    analysis = analyse(items, config)
+    with engine_for(config) as engine:
+        items, unreadable, warnings = readable(every, config, "auditing: hashing images", engine)
+        require_two_labels(items, imagefolder)
+        analysis = analyse(items, config, engine)
     # What curate would drop, for the report only: nothing is removed here.
     _, would_remove = resolve_duplicates(list(items), analysis, config)
     item_splits = [it.predefined or UNSPLIT for it in items]

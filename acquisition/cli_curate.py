@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     curate.add_argument(
         "--near-distance", type=int, help="pHash bits at or below which images are near duplicates"
     )
+    add_executor_options(curate)
     curate.set_defaults(func=run_curate)
 
     audit = subparsers.add_parser(
@@ -35,7 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument(
         "--near-distance", type=int, help="pHash bits at or below which images are near duplicates"
     )
+    add_executor_options(audit)
     audit.set_defaults(func=run_audit)
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"),
+                        help="where decoding and the near-duplicate search run: this machine or a Ray cluster")
+    parser.add_argument("--ray-address", help="Ray cluster to join (HOST:6379 or ray://HOST:10001); implies "
+                        "--executor ray; omit to start a local Ray instance")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -54,6 +63,10 @@ def config_from_args(args: argparse.Namespace):
         from acquisition.splits import parse_ratios
 
         overrides["ratios"] = parse_ratios(args.ratios)
+    if getattr(args, "ray_address", None):
+        overrides["executor"], overrides["ray_address"] = "ray", args.ray_address
+    if getattr(args, "executor", None):
+        overrides["executor"] = args.executor
     if args.near_distance is not None:
         overrides["near_distance"] = args.near_distance
         # A looser near distance than the grouping one would make grouping meaningless: widen it too.

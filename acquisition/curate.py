@@ -12,7 +12,8 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,10 +80,34 @@ class Analysis:
     conflicts: list[list[int]] = field(default_factory=list)  # clusters carrying 2+ labels
 
 
-def analyse(items: Sequence[Item], config: CurateConfig) -> Analysis:
+@dataclass(frozen=True)
+class Engine:
+    """Where curation's two costly passes run; every engine gives the same facts and the same pairs."""
+
+    facts: Callable[[Sequence[Path], CurateConfig, str], list[ImageFacts]]  # decode + hash, in order
+    near_pairs: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]  # (i < j, distance)
+
+
+LOCAL = Engine(collect_facts, neardup.near_pairs)  # worker processes and the multi-index search here
+
+
+@contextmanager
+def engine_for(config: CurateConfig) -> Iterator[Engine]:
+    """LOCAL, or with executor = "ray" the Ray cluster's engine (acquisition/curate_ray.py), connected
+    for the duration."""
+    if config.executor != "ray":
+        yield LOCAL
+        return
+    from acquisition.curate_ray import ray_engine  # ray is imported only when chosen
+
+    with ray_engine(config) as engine:
+        yield engine
+
+
+def analyse(items: Sequence[Item], config: CurateConfig, engine: Engine = LOCAL) -> Analysis:
     """Exact/near/similar pairs and near-duplicate clusters among readable items."""
     phashes = np.array([it.facts.phash for it in items], dtype=np.uint64)
-    pi, pj, pd = neardup.near_pairs(phashes, config.group_distance)
+    pi, pj, pd = engine.near_pairs(phashes, config.group_distance)
     exact, near, similar = [], [], []
     for a, b, d in zip(pi.tolist(), pj.tolist(), pd.tolist(), strict=True):
         similar.append((a, b, d))
@@ -161,14 +186,14 @@ def _pool_item(index: int, row: dict, dataset_dir: Path, pool: Path) -> Item:
 
 
 def readable(
-    items: Sequence[Item], config: CurateConfig, what: str
+    items: Sequence[Item], config: CurateConfig, what: str, engine: Engine = LOCAL
 ) -> tuple[list[Item], list[Removal], list[str]]:
     """Decode and hash items; (readable ones, removals for missing/unreadable, warnings naming them)."""
     present = [it for it in items if it.path.is_file()]
     removals = [
         Removal(it, "missing", detail=f"{it.path} does not exist") for it in items if not it.path.is_file()
     ]
-    for it, fact in zip(present, collect_facts([it.path for it in present], config, what), strict=True):
+    for it, fact in zip(present, engine.facts([it.path for it in present], config, what), strict=True):
         it.facts = fact
         if fact.error:
             removals.append(Removal(it, "unreadable", detail=fact.error))
@@ -247,17 +272,22 @@ def quality_filter(items: list[Item], config: CurateConfig) -> tuple[list[Item],
     return kept, removed
 
 
-def split_items(items: list[Item], config: CurateConfig) -> list[str]:
-    """Split per kept item: similar images (within group_distance) share one."""
-    groups = neardup.hash_clusters(
-        np.array([it.facts.phash for it in items], dtype=np.uint64), config.group_distance
+def split_items(kept: list[Item], analysed: Sequence[Item], analysis: Analysis, config: CurateConfig) -> list[str]:
+    """Split per kept item: similar images (within group_distance) share one. The similar pairs are
+    the analysis's, found once over every analysed item: the pairs among the kept ones are exactly
+    what a second search over the kept items would find."""
+    position = {it.index: k for k, it in enumerate(kept)}
+    pairs = [(position[analysed[a].index], position[analysed[b].index]) for a, b, _ in analysis.similar_pairs
+             if analysed[a].index in position and analysed[b].index in position]
+    groups = neardup.connected_components(
+        len(kept), np.array([a for a, _ in pairs], dtype=np.int64), np.array([b for _, b in pairs], dtype=np.int64)
     )
     return splits.assign_splits(
-        [it.label for it in items],
+        [it.label for it in kept],
         groups.tolist(),
         config.ratios,
         config.seed,
-        [it.predefined for it in items],
+        [it.predefined for it in kept],
     )
 
 
@@ -364,16 +394,17 @@ def curate(dataset_dir: Path, config: CurateConfig) -> dict:
     """Curate `dataset_dir/pool.csv` into `manifest.csv`, `removed.csv` and `report/`; return the report."""
     dataset_dir = Path(dataset_dir)
     pool = read_pool(dataset_dir)
-    decoded, removals, warnings = readable(pool, config, "curating: hashing images")
-    require_two_labels(decoded, dataset_dir / POOL_FILE)
-    items, quality_removed = quality_filter(decoded, config)
-    removals += quality_removed
-    require_two_labels(items, dataset_dir / POOL_FILE)
-    analysis = analyse(items, config)
+    with engine_for(config) as engine:
+        decoded, removals, warnings = readable(pool, config, "curating: hashing images", engine)
+        require_two_labels(decoded, dataset_dir / POOL_FILE)
+        items, quality_removed = quality_filter(decoded, config)
+        removals += quality_removed
+        require_two_labels(items, dataset_dir / POOL_FILE)
+        analysis = analyse(items, config, engine)
     kept, dup_removed = resolve_duplicates(items, analysis, config)
     removals += dup_removed
     require_two_labels(kept, dataset_dir / POOL_FILE)
-    item_splits = split_items(kept, config)
+    item_splits = split_items(kept, items, analysis, config)
     warnings += splits.empty_classes([it.label for it in kept], item_splits, config.ratios)
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")

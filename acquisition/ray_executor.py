@@ -35,14 +35,21 @@ def _import_ray():
     return ray
 
 
+def connect(ray_address: str, workers: int):
+    """The ray module, joined to the cluster at `ray_address`, or to a private local instance with
+    `workers` CPUs (0: all of this machine's) when no address is given."""
+    ray = _import_ray()
+    # "local" always starts a private instance; a bare ray.init() would join any cluster it finds.
+    ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR", configure_logging=True, ignore_reinit_error=True,
+             **({} if ray_address else {"num_cpus": workers or None}))
+    return ray
+
+
 class RayExecutor:
     def __init__(self, config: AcquireConfig, out_dir: str):
-        self.ray = ray = _import_ray()
+        self.ray = ray = connect(config.ray_address, config.workers)
         self.out_dir = out_dir
-        # "local" always starts a private instance; a bare ray.init() would join any cluster it finds.
-        ray.init(address=config.ray_address or "local", include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True, ignore_reinit_error=True,
-                 **({} if config.ray_address else {"num_cpus": config.workers or None}))
         self._check_store_everywhere()
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus <= 0:
@@ -81,25 +88,30 @@ class RayExecutor:
         self.ray.shutdown()  # disconnects from a cluster; stops the instance it started itself
 
     def _check_store_everywhere(self) -> None:
-        ray = self.ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         token = secrets.token_hex(16)
         probe = Path(self.out_dir) / PROBE
         probe.write_text(token)
         try:
-            nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-            check = ray.remote(num_cpus=0)(store_problem)
-            refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                    .remote(self.out_dir, token) for n in nodes]
-            for node, problem in zip(nodes, ray.get(refs), strict=True):
+            for node, problem in on_every_node(self.ray, store_problem, self.out_dir, token):
                 if problem:
                     raise PocketMLError(
-                        f"run directory {self.out_dir} is not usable from Ray node {node['NodeManagerAddress']}: "
+                        f"run directory {self.out_dir} is not usable from Ray node {node}: "
                         f"{problem}; workers write images there, so put --out on a filesystem every node mounts "
                         "at the same path (NFS, EFS, Lustre)")
         finally:
             probe.unlink(missing_ok=True)
+
+
+def on_every_node(ray, function, *args) -> list[tuple[str, object]]:
+    """(node address, function(*args) run on that node) for every live node with CPUs: a probe pinned
+    to each node, taking no CPU, so it runs even while the cluster is busy."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    probe = ray.remote(num_cpus=0)(function)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(*args)
+            for n in nodes]
+    return [(n["NodeManagerAddress"], result) for n, result in zip(nodes, ray.get(refs), strict=True)]
 
 
 def store_problem(out_dir: str, token: str) -> str:

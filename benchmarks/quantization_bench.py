@@ -11,7 +11,9 @@ Images: pocketml.dataset.choose_images (calibration from train, evaluation from 
 Per format: fp32 (the speed and size baseline), "before" (the recipe pocketml shipped before the
 ladder: TFLite MinMax int8, ONNX U8S8 reduce_range, Core ML 6-bit palettes) and "after" (the ladder's
 choice), each judged once by export.judge.Judge; latency is the p50 of batch-1 calls at one thread,
-each runtime's files timed in turn over 5 rounds once all are built (median per file).
+each runtime's files timed in turn over 5 rounds once all are built (median per file). For ONNX
+fp32 and the ladder's choice, `kernel_us` says where that time goes per op type, from onnxruntime's
+profiler (on narrow networks the int8 convolutions are no faster in sum than fp32's).
 NNCF runs in the bench venv (`make bench-env`; POCKETML_BENCH_PYTHON overrides where its python is).
 """
 
@@ -73,6 +75,36 @@ def interleaved_latencies(files: list[tuple], image) -> None:
         row["latency_ms"] = None if samples[i][0] is None else round(float(np.median(samples[i])), 4)
 
 
+PROFILED_RUNS = 300  # batch-1 runs under onnxruntime's profiler; each node's median over them is kept
+
+
+def onnx_kernel_microseconds(path: Path, image) -> dict:
+    """Where one batch-1 call of an ONNX file spends its time at one thread: per op type (as
+    onnxruntime runs it after its own fusions), the sum over nodes of each node's median kernel time
+    in microseconds, from onnxruntime's profiler. The profiler adds a little to every node, so the
+    figures are for comparing op types and files, not for adding up to the latency."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.enable_profiling, options.log_severity_level = True, 3
+    with tempfile.TemporaryDirectory(prefix="pocketml-qbench-profile-") as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: image[None].astype(np.float32)}
+        for _ in range(PROFILED_RUNS):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_node: dict[tuple, list] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_node.setdefault((event["name"], event["args"]["op_name"]), []).append(event["dur"])
+    totals: dict[str, float] = {}
+    for (_name, op_type), durations in per_node.items():
+        totals[op_type] = totals.get(op_type, 0.0) + float(np.median(durations))
+    return {op: round(us, 1) for op, us in sorted(totals.items(), key=lambda item: -item[1])}
+
+
 def judged(module, precision: str, path: Path, judge, seconds: float, details: dict | None = None) -> dict:
     from pocketml.fsutil import tree_bytes
 
@@ -128,6 +160,8 @@ def onnx_rows(source, calibration, judge, work: Path) -> dict:
     converted, seconds = timed(lambda: onnx.convert(source.model, source.spec, "int8", after, calibration, judge=judge))
     rows["after"] = judged(onnx, "int8", after, judge, seconds, converted.details)
     rows["after"]["cpu"] = converted.details.get("cpu", {}).get("why")
+    for row, path in ((rows["fp32"], fp32), (rows["after"], after)):
+        row["kernel_us"] = onnx_kernel_microseconds(path, judge.images[0])
     return rows
 
 
@@ -239,6 +273,9 @@ def print_summary(name: str, figures: dict) -> None:
                   f"{row['float_ops']:5d} {row['seconds']:6.1f}")
             if row.get("ladder"):
                 print(f"{'':22s} ladder: {' -> '.join(row['ladder'])}")
+            if row.get("kernel_us"):
+                top = ", ".join(f"{op} {us:.0f}" for op, us in list(row["kernel_us"].items())[:4])
+                print(f"{'':22s} profiled kernel µs: {top}")
 
 
 def main() -> None:

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray")  # where acquire's shards and curate's decoding and near-duplicate search run
+
+
+def executor_problem(executor: str, ray_address: str) -> str | None:
+    """Why an executor / ray_address pair is not accepted (acquire and curate share it), or None."""
+    if executor not in EXECUTORS:
+        return f"executor = {executor!r} is not accepted; expected one of {', '.join(EXECUTORS)}"
+    if ray_address and executor != "ray":
+        return (f"ray_address = {ray_address!r} is given but executor = {executor!r}; "
+                "set executor = \"ray\" (or --executor ray)")
+    return None
 RESAMPLE_FILTERS = ("area", "bilinear", "lanczos")
 DEFAULT_USER_AGENT = "pocketml/0.1 (+https://github.com/pocketml/pocketml; image dataset builder)"
 
@@ -93,10 +103,8 @@ class AcquireConfig:
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.workers < 0:
             raise ValueError(f"shard_size = {self.shard_size} must be >= 1 and workers = {self.workers} >= 0")
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor = {self.executor!r} is not accepted; expected one of {', '.join(EXECUTORS)}")
+        problem = executor_problem(self.executor, self.ray_address)
+        if problem:
+            raise ValueError(problem)
         if not 0 < self.cpus_per_shard <= 64 or self.max_retries < 0:
             raise ValueError(f"cpus_per_shard = {self.cpus_per_shard} must be in (0, 64] and max_retries >= 0")
-        if self.ray_address and self.executor != "ray":
-            raise ValueError(f"ray_address = {self.ray_address!r} is given but executor = {self.executor!r}; "
-                             "set executor = \"ray\" (or --executor ray)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pocketml.configs.acquire import executor_problem
+
 QUALITY_FLAGS = ("dark", "bright", "blurry", "low_info", "grayscale", "aspect", "tiny")
 
 
@@ -37,12 +39,21 @@ class CurateConfig:
     grayscale_below: float = 4.0  # mean |channel difference| 0..255 under which it is "grayscale"
     max_aspect: float = 3.0  # long side / short side over which it is "aspect"
     min_side: int = 64  # pixels; a shorter side makes it "tiny"
-    workers: int = 0  # processes that decode and hash images; 0 = one per CPU core
+    workers: int = 0  # processes that decode and hash images; 0 = one per CPU core (ray, no address: its CPUs)
+    # local: this machine | ray: decoding and the near-duplicate search run on a Ray cluster, reading the
+    # dataset directory at the same path on every node (a shared filesystem)
+    executor: str = "local"
+    ray_address: str = ""  # Ray cluster to join ("HOST:6379", "ray://HOST:10001"); empty starts a local instance
     baseline_size: int = 16  # side in pixels of the downsampled images the sanity baseline trains on
     contact_sheet_max: int = 64  # thumbnails per class on a contact sheet
     contact_sheet_thumb: int = 96  # pixels per contact-sheet thumbnail side
 
     def __post_init__(self) -> None:
+        problem = executor_problem(self.executor, self.ray_address)
+        if problem:
+            raise ValueError(problem)
+        if self.workers < 0:
+            raise ValueError(f"workers = {self.workers} must be >= 0 (0: one per CPU core)")
         unknown = [f for f in self.exclude_flags if f not in QUALITY_FLAGS]
         if unknown:
             raise ValueError(

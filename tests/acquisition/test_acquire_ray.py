@@ -40,16 +40,6 @@ acquire(from_mapping(AcquireConfig, json.loads(sys.argv[1]), "acquire"), Path(sy
 """
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray_cluster = RayCluster(cpus_per_node=1).start()
-    try:
-        yield ray_cluster
-    finally:
-        ray_cluster.stop()
-    assert not ray_cluster.processes(), "the cluster outlived its stop"
-
-
 def table_for(url_file: Path, shard_size: int, download: dict, cluster: RayCluster | None) -> dict:
     table = {"sources": [{"type": "urls", "path": str(url_file), "label": "x"}], "shard_size": shard_size,
              "download": download}

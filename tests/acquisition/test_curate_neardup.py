@@ -107,3 +107,28 @@ def test_union_find_components_match_scipy_connected_components():
         == len(set(theirs.tolist()))
     )
     assert all(ours[k] <= k for k in range(n))  # ids are the smallest member
+
+
+def test_split_groups_from_the_analysis_equal_a_fresh_search_over_the_kept_images():
+    from pathlib import Path
+
+    from acquisition import splits
+    from acquisition.curate import Item, analyse, split_items
+    from acquisition.image_facts import ImageFacts
+    from pocketml.configs.curate import CurateConfig
+
+    hashes = _with_planted(400, seed=3)
+    labels = ["cat" if k % 3 else "dog" for k in range(len(hashes))]
+    items = [Item(index=k, path=Path(f"{k}.jpg"), rel_path=f"{k}.jpg", label=labels[k],
+                  facts=ImageFacts(path=Path(f"{k}.jpg"), pixel_hash=str(k), phash=int(h)))
+             for k, h in enumerate(hashes)]
+    config = CurateConfig(seed=2, group_distance=12)
+    analysis = analyse(items, config)
+    kept = [it for it in items if it.index % 4 != 1]  # as if dedup and conflicts had removed some
+
+    fresh = neardup.hash_clusters(np.array([it.facts.phash for it in kept], dtype=np.uint64), config.group_distance)
+    expected = splits.assign_splits([it.label for it in kept], fresh.tolist(), config.ratios, config.seed,
+                                    [None] * len(kept))
+
+    assert split_items(kept, items, analysis, config) == expected
+    assert len(set(fresh.tolist())) < len(kept)  # groups of similar images were there to keep together

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from acquisition.audit import audit
+from acquisition.cli_curate import config_from_args
 from acquisition.curate import curate
 from pocketml.app.cli import main
 from pocketml.configs.curate import CurateConfig
@@ -138,6 +139,26 @@ def test_cli_curate_runs_with_ratios_and_rejects_bad_ones(tmp_path, photo_folder
     assert json.loads((tmp_path / "report" / "report.json").read_text())["config"]["near_distance"] == 4
     assert main(["curate", str(tmp_path), "--ratios", "0.5,0.6"]) == 2
     assert "ratios" in capsys.readouterr().err
+
+
+def test_executor_choice_from_the_cli_and_the_config_file(tmp_path, capsys):
+    import argparse
+
+    from acquisition.cli_curate import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    config = config_from_args(parser.parse_args(["curate", "ds", "--ray-address", "10.0.0.5:6379"]))
+    assert (config.executor, config.ray_address) == ("ray", "10.0.0.5:6379")
+    assert config_from_args(parser.parse_args(["audit", "ds", "--executor", "ray"])).executor == "ray"
+    Pool(tmp_path).write()
+    (tmp_path / "c.toml").write_text('[curate]\nexecutor = "dask"\n')
+    assert main(["curate", str(tmp_path), "--config", str(tmp_path / "c.toml")]) == 2
+    assert "expected one of local, ray" in capsys.readouterr().err
+    (tmp_path / "c.toml").write_text('[curate]\nray_address = "10.0.0.5:6379"\n')
+    assert main(["curate", str(tmp_path), "--config", str(tmp_path / "c.toml")]) == 2
+    assert 'set executor = "ray"' in capsys.readouterr().err
+    assert not (tmp_path / "manifest.csv").exists()
 
 
 def test_config_file_unknown_key_is_rejected_with_a_hint(tmp_path):

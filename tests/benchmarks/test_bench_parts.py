@@ -257,3 +257,29 @@ def test_bench_on_files_keeps_the_runtimes_banners_out_of_the_terminal(tflite_ex
     assert done.returncode == 0, done.stderr[-2000:]
     assert "oneDNN" not in done.stdout + done.stderr and "tflite-fp32" in done.stdout
     assert "oneDNN" in (out / "libraries.log").read_text()
+
+
+def test_onnx_kernel_times_are_per_op_type_as_onnxruntime_runs_them(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmarks.quantization_bench import onnx_kernel_microseconds
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((32, 3, 7, 7)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+         helper.make_node("Conv", ["nchw", "w"], ["features"], pads=[3, 3, 3, 3]),
+         helper.make_node("ReduceMean", ["features"], ["pooled"], axes=[2, 3], keepdims=0)],
+        "probe", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 64, 64, 3])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, 32])], [weights])
+    path = tmp_path / "probe.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    image = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+
+    kernels = onnx_kernel_microseconds(path, image)
+
+    assert all(us > 0 for us in kernels.values())
+    assert list(kernels.values()) == sorted(kernels.values(), reverse=True)
+    # the 7x7 conv (5M MACs) costs more than everything else in the graph together
+    assert next(iter(kernels)) == "Conv" and kernels["Conv"] > sum(kernels.values()) / 2
