@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from acquisition import hashing, neardup, quality, report, splits
-from acquisition.image_facts import ImageFacts, collect_facts, thumbnails
+from acquisition.image_facts import ImageFacts, baseline_pixels, collect_facts
 from acquisition.pool import POOL_COLUMNS, POOL_FILE, REQUIRED_POOL_COLUMNS
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import err_console, print_table
@@ -439,7 +439,7 @@ def build_report(
     labels = [it.label for it in kept]
     every = sorted(set(labels))
     train_labels = [lab for lab, s in zip(labels, item_splits, strict=True) if s == "train"]
-    pixels = thumbnails([it.path for it in kept], config.baseline_size)
+    pixels = baseline_pixels([it.facts for it in kept], config.baseline_size)
     return {
         "dataset": name,
         "images_in": len(pool),

@@ -1,8 +1,8 @@
 """Curation's two costly passes on a Ray cluster (`executor = "ray"` in [curate], or `--executor ray`):
-decoding and hashing every image, as Ray tasks of FACTS_PER_TASK files each, and the near-duplicate
-search, as neardup_ray's block search in Ray Data. Each task runs image_facts.facts_of on the same
-files and the search finds the same pairs, so manifest.csv, removed.csv and the report are the local
-run's; the driver alone writes them.
+decoding, hashing and thumbnailing every image, as Ray tasks of up to FACTS_PER_TASK files each,
+and the near-duplicate search, as neardup_ray's block search in Ray Data. Each task runs
+image_facts.facts_of on the same files and the search finds the same pairs, so manifest.csv,
+removed.csv and the report are the local run's; the driver alone writes them.
 
 Workers read the images at the paths the driver reads them, so the dataset directory must be mounted
 at the same path on every node (as `acquire --executor ray` requires of --out). A file the driver sees

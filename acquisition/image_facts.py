@@ -1,4 +1,5 @@
-"""Decode every image once and record what curation needs: size, hashes, quality measures, flags.
+"""Decode every image once and record what curation needs: size, hashes, quality measures, flags,
+and the small copy the sanity baseline trains on.
 
 Decoding dominates curation time, so it runs in worker processes (both cores of a small machine);
 a file that cannot be decoded becomes a fact with an `error`, never an exception that stops the run.
@@ -33,6 +34,9 @@ class ImageFacts:
     dhash: int = 0
     measures: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    # uint8 RGB bytes of the config.baseline_size-square copy the sanity baseline trains on, made here
+    # in the same worker that decodes the file, so that no second pass over every image runs on the driver
+    baseline: bytes = b""
     error: str | None = None  # why the file could not be read; None when it was
 
 
@@ -40,6 +44,7 @@ def facts_of(path: Path, config: CurateConfig) -> ImageFacts:
     """Facts of one file; unreadable files get `error` set."""
     try:
         rgb = decode_rgb(path)
+        baseline = thumbnail(path, config.baseline_size)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         return ImageFacts(path=path, error=f"{type(exc).__name__}: {exc}")
     height, width = rgb.shape[:2]
@@ -54,6 +59,7 @@ def facts_of(path: Path, config: CurateConfig) -> ImageFacts:
         dhash=hashing.dhash(grey),
         measures=measured,
         flags=quality.flags(measured, width, height, config),
+        baseline=baseline.tobytes(),
     )
 
 
@@ -83,12 +89,14 @@ def collect_facts(
             return out
 
 
-def thumbnails(paths: Sequence[Path], side: int) -> np.ndarray:
-    """uint8 [N, side, side, 3] squashed copies (aspect ignored: the baseline wants every pixel)."""
-    out = np.zeros((len(paths), side, side, 3), dtype=np.uint8)
-    for k, path in enumerate(paths):
-        with Image.open(path) as img:
-            img.draft("RGB", (side * 2, side * 2))  # JPEG: decode at reduced scale, much faster
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            out[k] = np.asarray(img.resize((side, side), Image.Resampling.BOX))
-    return out
+def thumbnail(path: Path, side: int) -> np.ndarray:
+    """uint8 [side, side, 3] squashed copy (aspect ignored: the baseline wants every pixel)."""
+    with Image.open(path) as img:
+        img.draft("RGB", (side * 2, side * 2))  # JPEG: decode at reduced scale, much faster
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        return np.asarray(img.resize((side, side), Image.Resampling.BOX))
+
+
+def baseline_pixels(facts: Sequence[ImageFacts], side: int) -> np.ndarray:
+    """uint8 [N, side, side, 3]: the baseline copies the facts carry, stacked."""
+    return np.frombuffer(b"".join(f.baseline for f in facts), dtype=np.uint8).reshape(len(facts), side, side, 3)

@@ -76,3 +76,19 @@ def test_unreadable_file_is_a_fact_with_an_error_not_an_exception(tmp_path):
         fact.error is not None and fact.error.startswith("UnidentifiedImageError") and "bad.jpg" in fact.error
     )
     assert fact.width == 0 and fact.pixel_hash == ""
+
+
+def test_the_baseline_copy_is_made_while_decoding_and_shows_the_image_upright(tmp_path):
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = (220, 20, 20)  # left half red, right half blue, as stored
+    pixels[:, 32:] = (20, 20, 220)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to display, so the left half shows on top
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    config = CurateConfig(baseline_size=16)
+
+    copy = np.frombuffer(facts_of(path, config).baseline, dtype=np.uint8).reshape(16, 16, 3).astype(int)
+
+    assert copy[:6, :, 0].min() > 150 and copy[:6, :, 2].max() < 90  # top: red
+    assert copy[-6:, :, 2].min() > 150 and copy[-6:, :, 0].max() < 90  # bottom: blue
