@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 EXECUTORS = ("local", "ray")  # where acquire's shards and curate's decoding and near-duplicate search run
+RESAMPLE_FILTERS = ("area", "bilinear", "lanczos")
+DEFAULT_USER_AGENT = "pocketml/0.1 (+https://github.com/pocketml/pocketml; image dataset builder)"
 
 
 def executor_problem(executor: str, ray_address: str) -> str | None:
@@ -20,8 +22,6 @@ def executor_problem(executor: str, ray_address: str) -> str | None:
         return (f"ray_address = {ray_address!r} is given but executor = {executor!r}; "
                 "set executor = \"ray\" (or --executor ray)")
     return None
-RESAMPLE_FILTERS = ("area", "bilinear", "lanczos")
-DEFAULT_USER_AGENT = "pocketml/0.1 (+https://github.com/pocketml/pocketml; image dataset builder)"
 
 
 @dataclass
