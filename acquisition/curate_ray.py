@@ -20,7 +20,7 @@ from pathlib import Path
 from acquisition import neardup_ray
 from acquisition.curate import Engine
 from acquisition.image_facts import ImageFacts, facts_of
-from acquisition.ray_executor import connect, on_every_node
+from acquisition.ray_executor import SHARED_FILESYSTEM, connect, on_every_node
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import progress
 from pocketml.errors import PocketMLError
@@ -89,7 +89,7 @@ def _check_files_everywhere(ray, paths: Sequence[Path]) -> None:
     for node, problem in on_every_node(ray, files_problem, expected):
         if problem:
             raise PocketMLError(f"Ray node {node} {problem}; curate on Ray reads every image on the nodes, so the "
-                                "dataset must be on a filesystem every node mounts at the same path (NFS, EFS, Lustre)")
+                                f"dataset must be on {SHARED_FILESYSTEM}")
 
 
 def files_problem(expected: dict[str, int]) -> str:
@@ -111,6 +111,5 @@ def facts_of_files(paths: list[Path], config: CurateConfig) -> tuple[list[ImageF
     missing = next((path for path in paths if not Path(path).is_file()), None)
     if missing is not None:
         return [], (f"Ray node {ray.util.get_node_ip_address()} cannot see {missing}, which the driver reads; "
-                    "curate on Ray needs the dataset on a filesystem every node mounts at the same path "
-                    "(NFS, EFS, Lustre)")
+                    f"curate on Ray needs the dataset on {SHARED_FILESYSTEM}")
     return [facts_of(path, config) for path in paths], ""

@@ -22,6 +22,7 @@ from pocketml.configs.acquire import AcquireConfig
 from pocketml.errors import PocketMLError
 
 PROBE = ".pocketml-store-probe"
+SHARED_FILESYSTEM = "a filesystem every node mounts at the same path (NFS, EFS, Lustre)"
 # Failures that mean "the worker or its node went away" (retried by Ray up to max_retries first).
 LOST = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError", "LocalRayletDiedError",
         "TaskUnschedulableError", "OutOfMemoryError")
@@ -96,8 +97,7 @@ class RayExecutor:
                 if problem:
                     raise PocketMLError(
                         f"run directory {self.out_dir} is not usable from Ray node {node}: "
-                        f"{problem}; workers write images there, so put --out on a filesystem every node mounts "
-                        "at the same path (NFS, EFS, Lustre)")
+                        f"{problem}; workers write images there, so put --out on {SHARED_FILESYSTEM}")
         finally:
             probe.unlink(missing_ok=True)
 

@@ -32,15 +32,17 @@ REPEATS = 3  # decoding passes timed per executor (median): one pass moved by 50
 
 
 def build_pool(root: Path) -> Path:
-    """IMAGES JPEGs (smooth random colour fields with grain, 400x300) in acquisition's pool layout."""
+    """IMAGES JPEGs (smooth random colour fields with grain, 400x300) in acquisition's store, and
+    pool.csv written last (atomically), so a half-built pool is never taken for a finished one."""
     import csv
-    import hashlib
 
     from PIL import Image
 
-    from acquisition.pool import POOL_COLUMNS
+    from acquisition import store
+    from acquisition.pool import POOL_COLUMNS, POOL_FILE
+    from pocketml.fsutil import atomic_write_text
 
-    if (root / "pool.csv").exists():
+    if (root / POOL_FILE).exists():
         return root
     rng = np.random.default_rng(7)
     rows, originals = [], []
@@ -56,17 +58,14 @@ def build_pool(root: Path) -> Path:
             originals.append((image, label))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=quality)
-        data = buffer.getvalue()
-        sha = hashlib.sha256(data).hexdigest()
-        rel = f"images/{sha[:2]}/{sha}.jpg"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
+        sha, rel = store.put(root, buffer.getvalue())
         rows.append({"sha256": sha, "path": rel, "label": label, "source": "bench",
                      "source_url": rel, "width": image.width, "height": image.height, "split": ""})
-    with open(root / "pool.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, POOL_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, POOL_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(root / POOL_FILE, text.getvalue())
     return root
 
 
