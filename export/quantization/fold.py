@@ -74,16 +74,16 @@ def input_folded(model: Any) -> tuple[Any, InputFold]:
         return model, InputFold(reason=found)
     rescaling, conv, follower = found
     scale, offset = _per_channel(rescaling.scale), _per_channel(rescaling.offset)
-    zero = np.clip(np.round(-offset / scale), 0, 255)
+    zero = np.clip(np.round(-offset / scale), 0, 255) + 0.0  # + 0.0: no -0.0 in the manifest
     residue = scale * zero + offset  # what x' is where x - z is 0: exactly 0 unless z was rounded
 
     config = model.get_config()
-    layer = next(c for c in config["layers"] if c["config"]["name"] == rescaling.name)
+    layer = _layer_config(config, _chain(model, rescaling))
     # Scalars where they can be: a per-channel multiply by 1 stays in the graph as a broadcast op, which
     # made ONNX Runtime's integer file 3x slower (0.60 ms against 0.21 on the hot-dog model).
     uniform = bool(np.all(zero == zero[0]))
     layer["config"]["scale"] = 1.0
-    layer["config"]["offset"] = float(-zero[0]) if uniform else (-zero).tolist()
+    layer["config"]["offset"] = float(0.0 - zero[0]) if uniform else (0.0 - zero).tolist()
     copy = keras.Model.from_config(config)
     copy.set_weights(model.get_weights())
 
@@ -108,12 +108,25 @@ def _per_channel(value: Any) -> np.ndarray:
 
 
 def input_rescaling(model: Any) -> Any | None:
-    """The Rescaling that alone reads the model's image input (its normalisation), or None."""
+    """The Rescaling that alone reads the model's image input (its normalisation), or None; also when
+    it is the first layer of a nested model (Keras' MobileNetV3 and EfficientNetV2 carry their own)."""
     import keras
 
     inputs = [layer for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
-    first = only_consumer(inputs[0]) if len(inputs) == 1 else None
+    first = _reader(inputs[0]) if len(inputs) == 1 else None
     return first if isinstance(first, keras.layers.Rescaling) else None
+
+
+def _reader(layer: Any) -> Any | None:
+    """The one layer reading `layer`'s output, looking through nested models to the first layer
+    inside that reads their input; None when several do."""
+    import keras
+
+    reader = only_consumer(layer)
+    while isinstance(reader, keras.Model):
+        inner = [candidate for candidate in reader.layers if isinstance(candidate, keras.layers.InputLayer)]
+        reader = only_consumer(inner[0]) if len(inner) == 1 else None
+    return reader
 
 
 def _foldable(model: Any) -> tuple[Any, Any, Any] | str:
@@ -128,13 +141,9 @@ def _foldable(model: Any) -> tuple[Any, Any, Any] | str:
         return f"{first.name} scales by {scale.tolist()}: only positive scales fold"
     if np.any((-offset / scale < -0.5) | (-offset / scale > 255.5)):
         return f"{first.name} maps no pixel 0..255 to 0: the padded border would read a value far from 0"
-    conv = only_consumer(first)
-    while isinstance(conv, (keras.Model, keras.layers.ZeroPadding2D)):
-        if isinstance(conv, keras.Model):  # a nested backbone: follow its own input inside
-            inner = [layer for layer in conv.layers if isinstance(layer, keras.layers.InputLayer)]
-            conv = only_consumer(inner[0]) if len(inner) == 1 else None
-        else:  # zero padding of x - z is padding of x' with the residue, as for the conv's own padding
-            conv = only_consumer(conv)
+    conv = _reader(first)
+    while isinstance(conv, keras.layers.ZeroPadding2D):
+        conv = _reader(conv)  # zero padding of x - z is padding of x' with the residue, as the conv's own is
     if type(conv) is not keras.layers.Conv2D or conv.groups != 1 or conv.data_format != "channels_last":
         return f"{first.name} is not read by one plain Conv2D alone"
     follower = only_consumer(conv)
@@ -159,10 +168,32 @@ def _path(graph: Any, layer: Any) -> list[int] | None:
     return None
 
 
+def _walk(graph: Any, path: list[int]) -> list[Any]:
+    """The layers met following `path` (indices into .layers) down from `graph`: nested models, then
+    the layer at its end."""
+    chain = []
+    for index in path:
+        graph = graph.layers[index]
+        chain.append(graph)
+    return chain
+
+
+def _chain(graph: Any, layer: Any) -> list[Any]:
+    """The nested models of `graph` that hold `layer`, then `layer` itself."""
+    return _walk(graph, _path(graph, layer))
+
+
+def _layer_config(config: dict, chain: list[Any]) -> dict:
+    """The entry of a model's get_config() for the last layer of `chain`, inside the configs of the
+    nested models before it (names are unique within one model)."""
+    layers = config["layers"]
+    for layer in chain:
+        entry = next(c for c in layers if c["config"]["name"] == layer.name)
+        layers = entry["config"].get("layers", [])
+    return entry
+
+
 def _counterpart(copy: Any, original: Any, layer: Any) -> Any:
     """The layer of `copy` (a from_config clone of `original`, so its layers in the same order) at
     `layer`'s place: names may repeat across nested models, places do not."""
-    found = copy
-    for index in _path(original, layer):
-        found = found.layers[index]
-    return found
+    return _walk(copy, _path(original, layer))[-1]

@@ -122,3 +122,28 @@ def test_the_first_conv_of_an_integer_tflite_reads_exact_pixels_once_folded(kera
     corrected, _ = bias_corrected(keras_model, photos, qmax=127)
     unfolded = _scales_before_first_conv(int8_converter(corrected, spec, photos).convert())
     assert unfolded["MUL"] > 1.2 / 128
+
+
+def test_a_normalisation_inside_the_users_own_model_is_found_and_folded() -> None:
+    """Keras' MobileNetV3 and EfficientNetV2 (and many users' models) carry their Rescaling inside
+    the model pocketml wraps; the fold must reach into it, and leave the wrapped model untouched."""
+    import keras
+
+    rng = np.random.default_rng(2)
+    inner_in = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255.0, name="their_rescaling")(inner_in)
+    conv = keras.layers.Conv2D(4, 3, padding="same", name="their_conv")
+    users = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D()(conv(x)), name="users_model")
+    conv.set_weights([rng.normal(0, 0.3, (3, 3, 3, 4)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32)])
+    image = keras.Input((16, 16, 3), name="image")
+    wrapped = keras.Model(image, users(image))
+
+    folded, fold = input_folded(wrapped)
+
+    assert fold.to_dict()["folded"] and (fold.rescaling, fold.conv) == ("their_rescaling", "their_conv")
+    assert fold.zero_pixel == [0.0] * 3 and "their_rescaling folded into their_conv" in fold_summary(wrapped)
+    inner = folded.get_layer("users_model").get_layer("their_rescaling").get_config()
+    assert (inner["scale"], inner["offset"]) == (1.0, 0.0)
+    assert users.get_layer("their_rescaling").get_config()["scale"] == pytest.approx(1 / 255)  # left as it was
+    pixels = rng.integers(0, 256, (4, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded.predict(pixels, verbose=0), wrapped.predict(pixels, verbose=0), atol=1e-4)
