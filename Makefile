@@ -15,7 +15,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,ray]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -57,6 +57,7 @@ gpu-wheels:
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  -d $(GPU_DIR)/wheels $(GPU_WHEELS)
+	$(PY) -m pip wheel -q --no-deps -w $(GPU_DIR)/wheels .  # pocketml itself: its stages install as pocketml.*
 
 gpu-check-data:
 	test -d $(SHARED_DATA)/hotdog || { echo "no $(SHARED_DATA)/hotdog; set POCKETML_SHARED_DATA"; exit 1; }

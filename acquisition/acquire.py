@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
-from acquisition import store
-from acquisition.executors import Executor, make_executor
-from acquisition.pool import POOL_COLUMNS, POOL_FILE
-from acquisition.shard import ShardResult, ShardTask
-from acquisition.sources import Source, SourceItem, make_source
-from acquisition.state import OK, Outcome, State, item_key
+from pocketml.acquisition import store
+from pocketml.acquisition.executors import Executor, make_executor
+from pocketml.acquisition.pool import POOL_COLUMNS, POOL_FILE
+from pocketml.acquisition.shard import ShardResult, ShardTask
+from pocketml.acquisition.sources import Source, SourceItem, make_source
+from pocketml.acquisition.state import OK, Outcome, State, item_key
+
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.console import print_table, progress
 from pocketml.errors import PocketMLError

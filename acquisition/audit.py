@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from acquisition import report
-from acquisition.curate import (
+from pocketml.acquisition import report
+from pocketml.acquisition.curate import (
     Item,
     analyse,
     build_report,
@@ -24,6 +24,7 @@ from acquisition.curate import (
     require_two_labels,
     resolve_duplicates,
 )
+
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import err_console, print_table
 from pocketml.dataset import read_records

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acquisition.acquire import acquire
+    from pocketml.acquisition.acquire import acquire
 
     acquire(config_of(args), args.out)
     return 0

@@ -60,7 +60,7 @@ def config_from_args(args: argparse.Namespace):
     if getattr(args, "seed", None) is not None:
         overrides["seed"] = args.seed
     if getattr(args, "ratios", None):
-        from acquisition.splits import parse_ratios
+        from pocketml.acquisition.splits import parse_ratios
 
         overrides["ratios"] = parse_ratios(args.ratios)
     if getattr(args, "ray_address", None):
@@ -79,14 +79,14 @@ def _as_table(config) -> dict:
 
 
 def run_curate(args: argparse.Namespace) -> int:
-    from acquisition.curate import curate
+    from pocketml.acquisition.curate import curate
 
     curate(args.dataset_dir, config_from_args(args))
     return 0
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from acquisition.audit import audit
+    from pocketml.acquisition.audit import audit
 
     out = args.out or Path.cwd() / f"audit-{args.imagefolder.resolve().name}"
     audit(args.imagefolder, out, config_from_args(args))

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pocketml.acquisition import hashing, neardup, quality, report, splits
+from pocketml.acquisition.image_facts import ImageFacts, baseline_pixels, collect_facts
+from pocketml.acquisition.pool import POOL_COLUMNS, POOL_FILE, REQUIRED_POOL_COLUMNS
 
-from acquisition import hashing, neardup, quality, report, splits
-from acquisition.image_facts import ImageFacts, baseline_pixels, collect_facts
-from acquisition.pool import POOL_COLUMNS, POOL_FILE, REQUIRED_POOL_COLUMNS
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import err_console, print_table
 from pocketml.dataset import DATASET_MANIFEST, MANIFEST_COLUMNS, SPLIT_ALIASES, SPLITS
@@ -98,7 +98,7 @@ def engine_for(config: CurateConfig) -> Iterator[Engine]:
     if config.executor != "ray":
         yield LOCAL
         return
-    from acquisition.curate_ray import ray_engine  # ray is imported only when chosen
+    from pocketml.acquisition.curate_ray import ray_engine  # ray is imported only when chosen
 
     with ray_engine(config) as engine:
         yield engine

@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from acquisition import neardup_ray
-from acquisition.curate import Engine
-from acquisition.image_facts import ImageFacts, facts_of
-from acquisition.ray_executor import SHARED_FILESYSTEM, connect, on_every_node
+from pocketml.acquisition import neardup_ray
+from pocketml.acquisition.curate import Engine
+from pocketml.acquisition.image_facts import ImageFacts, facts_of
+from pocketml.acquisition.ray_executor import SHARED_FILESYSTEM, connect, on_every_node
+
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import progress
 from pocketml.errors import PocketMLError

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from acquisition.state import RETRYABLE_HTTP
+from pocketml.acquisition.state import RETRYABLE_HTTP
+
 from pocketml.configs.acquire import DownloadConfig
 
 READ_CHUNK = 1 << 16

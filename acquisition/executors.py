@@ -17,7 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-from acquisition.shard import ShardResult, ShardTask, run_shard
+from pocketml.acquisition.shard import ShardResult, ShardTask, run_shard
+
 from pocketml.configs.acquire import AcquireConfig
 
 
@@ -39,7 +40,7 @@ class Executor(Protocol):
 
 def make_executor(config: AcquireConfig, out_dir: str) -> Executor:
     if config.executor == "ray":
-        from acquisition.ray_executor import RayExecutor  # ray is imported only when chosen
+        from pocketml.acquisition.ray_executor import RayExecutor  # ray is imported only when chosen
 
         return RayExecutor(config, out_dir)
     return LocalExecutor(config.workers or 2 * (os.cpu_count() or 1), config.max_retries)

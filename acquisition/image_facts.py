@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pocketml.acquisition import hashing, quality
 
-from acquisition import hashing, quality
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import progress
 from pocketml.dataset import decode_rgb

@@ -17,9 +17,9 @@ only the pairs. Only this module imports ray.
 from __future__ import annotations
 
 import numpy as np
+from pocketml.acquisition import neardup
+from pocketml.acquisition.neardup import HASH_BITS
 
-from acquisition import neardup
-from acquisition.neardup import HASH_BITS
 from pocketml.errors import PocketMLError
 
 BROADCAST_GROUP = 2048  # members: below this a group is checked all-pairs; above, with the local index

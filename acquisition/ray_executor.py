@@ -16,8 +16,9 @@ import secrets
 import socket
 from pathlib import Path
 
-from acquisition.shard import ShardResult, ShardTask, run_shard
-from acquisition.store import IMAGES_DIR
+from pocketml.acquisition.shard import ShardResult, ShardTask, run_shard
+from pocketml.acquisition.store import IMAGES_DIR
+
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.errors import PocketMLError
 

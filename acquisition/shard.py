@@ -25,10 +25,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from acquisition.downloader import Downloader, Fetched
-from acquisition.sources.base import SourceItem
-from acquisition.state import OK, Outcome, item_key
-from acquisition.verify import verify_and_store
+from pocketml.acquisition.downloader import Downloader, Fetched
+from pocketml.acquisition.sources.base import SourceItem
+from pocketml.acquisition.state import OK, Outcome, item_key
+from pocketml.acquisition.verify import verify_and_store
+
 from pocketml.configs.acquire import DownloadConfig, VerifyConfig
 
 LOCAL_SOURCES = frozenset({"folder"})  # the only sources whose items may be file:// URLs

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from acquisition.sources.base import SourceItem
+from pocketml.acquisition.sources.base import SourceItem
 
 PENDING = "pending"
 OK = "ok"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pocketml.acquisition import hashing, store
 
-from acquisition import hashing, store
 from pocketml.configs.acquire import VerifyConfig
 from pocketml.dataset import to_rgb
 

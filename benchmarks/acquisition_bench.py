@@ -39,7 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from benchmarks.common import machine_info, print_result  # noqa: E402
+from pocketml.benchmarks.common import machine_info, print_result  # noqa: E402
 
 URLS = int(os.environ.get("ACQ_BENCH_URLS", "5000"))  # URLs per tool
 HOSTS = 40
@@ -232,7 +232,7 @@ def timed(cmd: list[str], env: dict, last_image, run: str, extra_sessions: list[
 POCKETML_RUNNER = """
 import json, sys
 from pathlib import Path
-from acquisition.acquire import acquire
+from pocketml.acquisition.acquire import acquire
 from pocketml.config import from_mapping
 from pocketml.configs.acquire import AcquireConfig
 summary = acquire(from_mapping(AcquireConfig, json.loads(sys.argv[1]), "acquire"), Path(sys.argv[2]))

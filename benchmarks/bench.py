@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.benchmarks import cost, estimates, latency, peak, recommend, report
+from pocketml.benchmarks.common import machine_info
+from pocketml.export.registry import format_module, format_names
 
-from benchmarks import cost, estimates, latency, peak, recommend, report
-from benchmarks.common import machine_info
-from export.registry import format_module, format_names
 from pocketml.artifact import (
     EXPORTED,
     FAILED_PARITY,
@@ -171,7 +171,7 @@ class Bench:
             row.update(status=ROW_FAILED, reason=f"Keras original not found ({path}); pass --model MODEL.keras")
             return row
         try:
-            from export.keras_model import load_keras_predictor
+            from pocketml.export.keras_model import load_keras_predictor
 
             # The original as export shaped it, preprocessing export added included (what the files run).
             normalization = Normalization.from_dict(self.manifest.model.get("normalization") or {})
@@ -313,7 +313,7 @@ def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfi
 
 def files_manifest(paths: list[Path], labels: str | Path | None, reference: str | Path | None):
     """An ExportManifest describing bare files (absolute paths), and their loaded LabelledModels."""
-    from export.predict import load as load_labelled
+    from pocketml.export.predict import load as load_labelled
 
     if not paths:
         raise PocketMLError("no model files given; give .tflite, .onnx or .mlpackage files")
@@ -353,8 +353,8 @@ def precision_of(path: Path, module: Any) -> str:
 
 def judge_files(manifest: ExportManifest, models: dict, evaluation: ImageSet, reference: str | Path | None) -> None:
     """Each file's Parity on `evaluation`: the export's verdict against `reference`, else accuracy alone."""
-    from export.judge import accuracy, artifact_verdict, judge_for, label_indices
-    from export.keras_model import load_keras_predictor
+    from pocketml.export.judge import accuracy, artifact_verdict, judge_for, label_indices
+    from pocketml.export.keras_model import load_keras_predictor
 
     size, classes = tuple(manifest.model["image_size"]), list(manifest.model["labels"])
     pairs = list(zip(manifest.artifacts, models.values(), strict=True))

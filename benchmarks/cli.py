@@ -60,7 +60,8 @@ def config_from_args(args: argparse.Namespace):
 def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.bench import bench, bench_files
+    from pocketml.benchmarks.bench import bench, bench_files
+
     from pocketml.artifact import MANIFEST_FILE
 
     targets = [Path(t) for t in args.targets]

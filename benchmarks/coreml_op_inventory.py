@@ -2,7 +2,7 @@
 deployment target and precision, and whether the Core ML reference executor covers all of them.
 
 Builds each backbone with training's registry and converts with export/coreml.py itself. Baseline for the
-ratio: the op count of MobileNetV2 fp32 iOS16. Run: `.venv/bin/python -m benchmarks.coreml_op_inventory`.
+ratio: the op count of MobileNetV2 fp32 iOS16. Run: `.venv/bin/python benchmarks/coreml_op_inventory.py`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def variants(backbone: str) -> list[tuple[str, str]]:
 
 def convert_and_list(models: dict, backbone: str, precision: str, target: str, tmp: Path, seconds: dict) -> list[str]:
     """The sorted op types of one converted variant (the Keras model is built once per backbone)."""
-    from export import coreml
-    from export.coreml_mil import load_program
+    from pocketml.export import coreml
+    from pocketml.export.coreml_mil import load_program
+
     from pocketml.spec import ModelSpec
 
     if backbone not in models:
@@ -41,8 +42,8 @@ def convert_and_list(models: dict, backbone: str, precision: str, target: str, t
 
 def random_classifier(name: str):
     """A random-weights classifier built exactly as `pocketml train` builds one (the ops do not depend on weights)."""
-    from training.backbones import Weights, build_backbone, get_backbone
-    from training.model import build_classifier
+    from pocketml.training.backbones import Weights, build_backbone, get_backbone
+    from pocketml.training.model import build_classifier
 
     backbone = get_backbone(name)
     network = build_backbone(backbone, SIZE, 0.35 if backbone.uses_alpha else 1.0, Weights("none"))
@@ -50,10 +51,11 @@ def random_classifier(name: str):
 
 
 def main() -> None:
-    from benchmarks.common import machine_info, print_result
-    from export.coreml_reference import OPS
+    from pocketml.benchmarks.common import machine_info, print_result
+    from pocketml.export.coreml_reference import OPS
+    from pocketml.training.backbones import BACKBONES
+
     from pocketml.console import progress
-    from training.backbones import BACKBONES
 
     inventory: dict[str, dict[str, list[str]]] = {}
     seconds: dict[str, float] = {}

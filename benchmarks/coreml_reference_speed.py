@@ -1,7 +1,7 @@
 """Seconds per image of the Core ML reference executor on MobileNetV2 α1.0 at 224 px (fp32 and fp16
 programs), against Keras on the same image in the same invocation (the baseline of the ratio).
 
-The issue's target: <= 2 s per image on this machine. Run: `.venv/bin/python -m benchmarks.coreml_reference_speed`.
+The issue's target: <= 2 s per image on this machine. Run: `.venv/bin/python benchmarks/coreml_reference_speed.py`.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def seconds_per_call(fn) -> float:
 
 def main() -> None:
     import numpy as np
+    from pocketml.benchmarks.common import machine_info, print_result
+    from pocketml.export import coreml
+    from pocketml.export.coreml_reference import load_reference
+    from pocketml.training.backbones import Weights, build_backbone, get_backbone
+    from pocketml.training.model import build_classifier
 
-    from benchmarks.common import machine_info, print_result
-    from export import coreml
-    from export.coreml_reference import load_reference
     from pocketml.spec import ModelSpec
-    from training.backbones import Weights, build_backbone, get_backbone
-    from training.model import build_classifier
 
     # Built as `pocketml train` builds it and converted by the exporter's own module.
     backbone = get_backbone("mobilenet_v2")

@@ -94,9 +94,9 @@ def status_kb(key):
 # Import the runtime itself before the reset: a library's import is not the model's memory.
 if fmt == "keras":
     __import__("keras")
-    from export.keras_model import load_keras_predictor as load
+    from pocketml.export.keras_model import load_keras_predictor as load
 else:
-    from export.registry import format_module
+    from pocketml.export.registry import format_module
     module = format_module(fmt)
     __import__(module.RUNTIME_MODULE)
     load = module.load

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import PROJECT_ROOT, machine_info, print_result  # noqa: E402
+from pocketml.benchmarks.common import PROJECT_ROOT, machine_info, print_result  # noqa: E402
 
 POOL = PROJECT_ROOT / "runs" / "curate_bench" / "pool"
 IMAGES = 2000
@@ -37,9 +37,9 @@ def build_pool(root: Path) -> Path:
     import csv
 
     from PIL import Image
+    from pocketml.acquisition import store
+    from pocketml.acquisition.pool import POOL_COLUMNS, POOL_FILE
 
-    from acquisition import store
-    from acquisition.pool import POOL_COLUMNS, POOL_FILE
     from pocketml.fsutil import atomic_write_text
 
     if (root / POOL_FILE).exists():
@@ -83,7 +83,8 @@ def passes() -> dict:
     """Each pass on its own, local and Ray in turn (this machine's speed drifts by a third between
     minutes, so one engine timed after the other would measure the drift): decoding + hashing, median
     of REPEATS rounds, then the near-duplicate search, and Ray's connecting and disconnecting."""
-    from acquisition.curate import LOCAL, engine_for, read_pool
+    from pocketml.acquisition.curate import LOCAL, engine_for, read_pool
+
     from pocketml.configs.curate import CurateConfig
 
     paths = [item.path for item in read_pool(POOL)]
@@ -108,7 +109,8 @@ def passes() -> dict:
 
 
 def main() -> None:
-    from acquisition.curate import curate
+    from pocketml.acquisition.curate import curate
+
     from pocketml.configs.curate import CurateConfig
 
     build_pool(POOL)

@@ -35,8 +35,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # run as `python benchmarks/dedup_bench.py` from a checkout
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from acquisition.neardup import near_pairs  # noqa: E402
-from benchmarks.common import machine_info, print_result  # noqa: E402
+from pocketml.acquisition.neardup import near_pairs  # noqa: E402
+from pocketml.benchmarks.common import machine_info, print_result  # noqa: E402
 
 MAX_DISTANCE = 10
 IMAGEDEDUP_SIZES = (2_000, 5_000, 10_000, 20_000, 50_000)
@@ -252,8 +252,7 @@ def compare_faiss(sizes: list[int]) -> list[dict]:
 def compare_ray(sizes: list[int]) -> list[dict]:
     """The Ray Data block search (acquisition/neardup_ray.py) on a local Ray instance vs the local search."""
     import ray
-
-    from acquisition import neardup_ray
+    from pocketml.acquisition import neardup_ray
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     context = ray.data.DataContext.get_current()

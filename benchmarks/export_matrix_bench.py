@@ -4,7 +4,7 @@ Random weights (conversion time does not depend on their values), int8 calibrate
 hot-dog photos. Baseline: the TFLite fp32 conversion of the same model in this run; every
 variant's time is also given as a ratio to it.
 
-    .venv/bin/python -m benchmarks.export_matrix_bench
+    .venv/bin/python benchmarks/export_matrix_bench.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from benchmarks.common import machine_info, print_result, shared_data  # noqa: E402
+from pocketml.benchmarks.common import machine_info, print_result, shared_data  # noqa: E402
 
 SIZE = 224
 ALPHA = 1.0
@@ -41,7 +41,8 @@ def save_model(directory: Path) -> Path:
 
 
 def main() -> None:
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
+
     from pocketml.configs.export import ExportConfig
 
     calibration = shared_data("hotdog", "train")

@@ -38,7 +38,6 @@ import threading
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL_FILES = ("model.keras", "spec.json", "labels.txt", "history.csv", "training.json", "eval.json")
 GOAL_IMAGES_PER_S = 2000.0  # phase 2 at 224 px on one H200 (issue 16)
 GOAL_GPU_BUSY = 0.80  # share of phase 2's wall time with a kernel running
@@ -129,14 +128,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.wheels:
         unpack_wheels(args.wheels, args.target)
-    sys.path.insert(0, str(PROJECT_ROOT))
     os.environ["KERAS_BACKEND"] = args.backend  # before anything imports keras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from benchmarks.common import machine_info, print_result, shared_data
+    from pocketml.benchmarks.common import machine_info, print_result, shared_data
+    from pocketml.training.train import train
+
     from pocketml.configs.train import TrainConfig
     from pocketml.console import print_table
-    from training.train import train
 
     data = args.data or shared_data("hotdog")
     config = TrainConfig(

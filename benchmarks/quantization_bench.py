@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import PROJECT_ROOT, machine_info, print_result, shared_data  # noqa: E402
+from pocketml.benchmarks.common import PROJECT_ROOT, machine_info, print_result, shared_data  # noqa: E402
 
 CACHE = PROJECT_ROOT / "runs" / "quantization_bench"
 MOBILENET_V2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -65,7 +65,7 @@ def interleaved_latencies(files: list[tuple], image) -> None:
     own p50 timing (export.quantization.search.latency_ms), and set each row's latency_ms to its
     median. Interleaved, a drift in the machine's load lands on every file of a round alike, so the
     ratios to fp32 hold; timed one file after another, it landed on whichever file was being timed."""
-    from export.quantization.search import latency_ms
+    from pocketml.export.quantization.search import latency_ms
 
     samples: dict[int, list] = {i: [] for i in range(len(files))}
     for _ in range(LATENCY_REPEATS):
@@ -128,7 +128,7 @@ def timed(call, *args, **kwargs):
 
 
 def tflite_rows(source, calibration, judge, work: Path) -> dict:
-    from export import tflite
+    from pocketml.export import tflite
 
     rows = {}
     fp32 = work / "tflite-fp32.tflite"
@@ -145,7 +145,7 @@ def tflite_rows(source, calibration, judge, work: Path) -> dict:
 
 
 def onnx_rows(source, calibration, judge, work: Path) -> dict:
-    from export import onnx
+    from pocketml.export import onnx
 
     rows = {}
     fp32 = work / "onnx-fp32.onnx"
@@ -166,7 +166,7 @@ def onnx_rows(source, calibration, judge, work: Path) -> dict:
 
 
 def coreml_rows(source, calibration, judge, work: Path) -> dict:
-    from export import coreml
+    from pocketml.export import coreml
 
     rows = {}
     for name, precision in (("fp32", "fp32"), ("before", "palettized-6bit"), ("int8-weights", "int8-weights")):
@@ -189,7 +189,7 @@ def bench_python() -> Path | None:
 
 def nncf_row(fp32: Path, calibration, judge, work: Path) -> dict:
     """NNCF's quantize_with_accuracy_control on the same fp32 file and images, judged by the same Judge."""
-    from export import onnx
+    from pocketml.export import onnx
 
     python = bench_python()
     if python is None:
@@ -206,9 +206,10 @@ def nncf_row(fp32: Path, calibration, judge, work: Path) -> dict:
 
 
 def model_figures(name: str, model_dir: Path, dataset: Path) -> dict:
-    from export.judge import judge_for
-    from export.keras_model import KerasPredictor
-    from export.source import load_source
+    from pocketml.export.judge import judge_for
+    from pocketml.export.keras_model import KerasPredictor
+    from pocketml.export.source import load_source
+
     from pocketml.dataset import choose_images, load_images
 
     source = load_source(model_dir)

@@ -5,7 +5,8 @@ the rows); the platform of each format is its module's PLATFORM. Written to BENC
 
 from __future__ import annotations
 
-from export.registry import format_for_platform, platforms
+from pocketml.export.registry import format_for_platform, platforms
+
 from pocketml.artifact import PASSED, Recommendation
 
 LATENCY_TIE = 0.05  # latencies within 5 % are a tie on a shared CPU: the smaller file wins

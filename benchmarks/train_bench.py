@@ -15,7 +15,7 @@
 
 Ends with one RESULT line.
 
-    .venv/bin/python -m benchmarks.train_bench
+    .venv/bin/python benchmarks/train_bench.py
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from benchmarks.common import machine_info, print_result, shared_data  # noqa: E402
+from pocketml.benchmarks.common import machine_info, print_result, shared_data  # noqa: E402
 
 # pocketml train's defaults (TrainConfig): the figures describe what a user's run gets.
 IMAGE_SIZE = 224  # px
@@ -47,16 +47,16 @@ def _config(weights: str):
 
 
 def _classifier(config, classes: int):
-    from training.devices import seed_everything
-    from training.train import new_classifier
+    from pocketml.training.devices import seed_everything
+    from pocketml.training.train import new_classifier
 
     seed_everything(config.seed)
     return new_classifier(config, classes)
 
 
 def _val_accuracy(classifier, splits, val_images, config) -> float:
-    from training.evaluate import metrics
-    from training.loader import predict_images
+    from pocketml.training.evaluate import metrics
+    from pocketml.training.loader import predict_images
 
     probs = predict_images(classifier, val_images, config.batch_size)
     return metrics(splits.val.labels, probs.argmax(axis=1), splits.labels)["accuracy"]
@@ -74,8 +74,8 @@ class Timer:
 
 
 def fast_path(splits, decoded, config) -> tuple[Timer, float]:
-    from training.devices import device_plan
-    from training.train import fit_head_on_cached_features
+    from pocketml.training.devices import device_plan
+    from pocketml.training.train import fit_head_on_cached_features
 
     classifier = _classifier(config, len(splits.labels))
     plan = device_plan(config, len(splits.train))
@@ -86,11 +86,10 @@ def fast_path(splits, decoded, config) -> tuple[Timer, float]:
 
 def plain_fit(splits, decoded, config) -> tuple[Timer, float]:
     import keras
-
-    from training.augment import Augment, AugmentedTrainer
-    from training.data import class_weights
-    from training.loader import ImageBatches
-    from training.train import backbone_of
+    from pocketml.training.augment import Augment, AugmentedTrainer
+    from pocketml.training.data import class_weights
+    from pocketml.training.loader import ImageBatches
+    from pocketml.training.train import backbone_of
 
     classifier = _classifier(config, len(splits.labels))
     timer = Timer().__enter__()
@@ -106,8 +105,9 @@ def plain_fit(splits, decoded, config) -> tuple[Timer, float]:
 
 
 def frozen_phase(splits) -> dict:
+    from pocketml.training.data import decoded_images
+
     from pocketml.console import print_table
-    from training.data import decoded_images
 
     config = _config(str(shared_data("weights", WEIGHTS)))
     started = time.perf_counter()
@@ -142,8 +142,9 @@ def frozen_phase(splits) -> dict:
 
 def backend_run(backend: str, data: Path, out: Path) -> dict:
     """One `train` on `backend`: images/s of both phases (from training.json) and val accuracy."""
+    from pocketml.training.train import train
+
     from pocketml.configs.train import TrainConfig
-    from training.train import train
 
     config = TrainConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=IMAGE_SIZE, batch_size=25,
                          epochs_frozen=EPOCHS, epochs_finetune=BACKEND_FINETUNE_EPOCHS, unfreeze_blocks=1,
@@ -180,7 +181,7 @@ def backends(data: Path) -> dict:
 
 
 def main() -> None:
-    from training.data import load_splits
+    from pocketml.training.data import load_splits
 
     data = shared_data("hotdog")
     figures = {"benchmark": "train_frozen_phase_and_backends", **frozen_phase(load_splits(data)), **backends(data)}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from export.registry import format_names
+from pocketml.export.registry import format_names
+
 from pocketml.artifact import PRECISIONS
 
 
@@ -103,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
+
     from pocketml.configs.export import ExportConfig
 
     config = ExportConfig(
@@ -127,7 +129,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from export.validate import validate
+    from pocketml.export.validate import validate
 
     validate(args.export_dir, images=args.images, strict=args.strict)
     return 0
@@ -136,7 +138,8 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import os
 
-    from export.predict import load, run, summary_rows
+    from pocketml.export.predict import load, run, summary_rows
+
     from pocketml.console import err_console, library_output, table
 
     suffix = args.out.suffix.lower().lstrip(".") if args.out else ""
@@ -153,7 +156,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_package(args: argparse.Namespace) -> int:
-    from export.package import package
+    from pocketml.export.package import package
 
     package(args.export_dir, args.out, args.bench)
     return 0

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from pocketml.export.predictor import META_SPEC, check_images, spec_from_metadata
+from pocketml.export.registry import Converted
 
-from export.predictor import META_SPEC, check_images, spec_from_metadata
-from export.registry import Converted
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
 
@@ -100,8 +100,9 @@ def convert(
 def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, target_name: str, judge) -> Converted:
     import tempfile
 
-    from export.quantization import coreml as ladder
-    from export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization import coreml as ladder
+    from pocketml.export.quantization.search import place, run_ladder, worst_note
+
     from pocketml.fsutil import tree_bytes
 
     def save(mlmodel, path: Path) -> None:
@@ -143,7 +144,8 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
 
 def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: int, facts: dict) -> Converted:
     """Without evaluation images nothing can be judged: the first rung within the size goal is kept."""
-    from export.quantization.search import Step, place
+    from pocketml.export.quantization.search import Step, place
+
     from pocketml.fsutil import tree_bytes
 
     facts.pop("rank", None)
@@ -185,8 +187,7 @@ def ml_program(model, spec: ModelSpec, precision, target):
     `image`), converted by coremltools' TF2 frontend: handing it the Keras object instead fails on
     Sequential models and on inputs not named `image`."""
     import coremltools as ct
-
-    from export.graph import frozen_function
+    from pocketml.export.graph import frozen_function
 
     height, width = spec.image_size
     layout = ct.colorlayout.RGB if spec.color_order == "RGB" else ct.colorlayout.BGR
@@ -327,9 +328,9 @@ def load(path: Path, threads: int | None = None):
     if sys.platform == "darwin":
         return CoreMLPredictor(path)
     try:
-        from export import coreml_reference
+        from pocketml.export import coreml_reference
     except ModuleNotFoundError as exc:
-        if exc.name != "export.coreml_reference":
+        if exc.name != "pocketml.export.coreml_reference":
             raise
         raise RuntimeUnavailable(
             f"no Core ML runtime on {sys.platform}: Core ML runs only on macOS and the reference executor "

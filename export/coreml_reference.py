@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.export.coreml_mil import MilOp, MilProgram, load_program
+from pocketml.export.predictor import check_images
 
-from export.coreml_mil import MilOp, MilProgram, load_program
-from export.predictor import check_images
 from pocketml.errors import PocketMLError
 
 NAME = "coreml-reference"

@@ -15,12 +15,13 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from pocketml.export.judge import Judge, artifact_verdict, judge_for
+from pocketml.export.keras_model import KerasPredictor
+from pocketml.export.registry import Converted, check_formats, format_module, format_names
+from pocketml.export.source import Source, load_source
 
-from export.judge import Judge, artifact_verdict, judge_for
-from export.keras_model import KerasPredictor
-from export.registry import Converted, check_formats, format_module, format_names
-from export.source import Source, load_source
 from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, Parity
+from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import ImageSet, choose_images, load_images
@@ -202,3 +203,27 @@ def _agreement(parity: Parity) -> str | None:
     if parity.top1_agreement is None:
         return None
     return f"{parity.top1_agreement:.3f} ({parity.flips}/{parity.images})"
+
+
+def export(
+    model,
+    out_dir: str | Path,
+    *,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    calibration: str | Path | None = None,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    **settings,
+) -> ExportManifest:
+    """Convert `model` (a .keras/.h5 file, a SavedModel or model directory, or a keras.Model) to every
+    format x precision asked for, each judged against it on held-out images: the train split of
+    `calibration` calibrates, the test/val split of `images` (default: of `calibration`) judges.
+    This is `pocketml.export(...)`; settings are ExportConfig's fields."""
+    options = {"formats": formats, "precisions": precisions, "calibration": _path_or_none(calibration),
+               "validation_images": _path_or_none(images), "labels": _path_or_none(labels), **settings}
+    return export_model(model, Path(out_dir), from_settings(ExportConfig, options, "export"))
+
+
+def _path_or_none(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.export.registry import format_module
+from pocketml.export.tolerances import violations
 
-from export.registry import format_module
-from export.tolerances import violations
 from pocketml.artifact import (
     EXPORTED,
     FAILED_PARITY,

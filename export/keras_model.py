@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.export.predictor import check_images
+from pocketml.export.source import load_classifier, load_source
 
-from export.predictor import check_images
-from export.source import load_classifier, load_source
 from pocketml.spec import ModelSpec, Normalization
 
 BATCH = 32  # images per forward pass: bounded memory on a laptop, few Python round trips

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from pocketml.export.predictor import META_SPEC, check_images, spec_from_metadata
+from pocketml.export.registry import Converted
 
-from export.predictor import META_SPEC, check_images, spec_from_metadata
-from export.registry import Converted
 from pocketml.errors import PocketMLError
 from pocketml.spec import ModelSpec
 
@@ -112,8 +112,8 @@ def finished(proto, spec: ModelSpec, precision: str) -> bytes:
 def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray, opset: int, judge):
     import tempfile
 
-    from export.quantization import onnx as ladder
-    from export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization import onnx as ladder
+    from pocketml.export.quantization.search import place, run_ladder, worst_note
 
     finish = lambda proto: finished(proto, spec, precision)  # noqa: E731
     facts: dict = {}
@@ -148,8 +148,7 @@ def float32_model(model, spec: ModelSpec, opset: int = OPSET):
     """The classifier as export/graph.py traces it, as an fp32 ONNX ModelProto with input `image`
     [N,H,W,3] and output `probabilities` (from_keras fails on Sequential models)."""
     import tf2onnx
-
-    from export.graph import input_signature, traced
+    from pocketml.export.graph import input_signature, traced
 
     signature = [input_signature(spec.image_size, batch=None)]
     proto, _ = tf2onnx.convert.from_function(traced(model), input_signature=signature, opset=opset)

@@ -15,7 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from export.registry import format_module
+from pocketml.export.registry import format_module
+
 from pocketml.artifact import EXPORTED, Artifact, ExportManifest, load_recommendations
 from pocketml.console import console, print_table
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text

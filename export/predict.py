@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from pocketml.export import safe_load
+from pocketml.export.registry import format_module, format_of_path
 
-from export import safe_load
-from export.registry import format_module, format_of_path
 from pocketml.dataset import is_image_file, load_image
 from pocketml.errors import PocketMLError
 from pocketml.spec import MODEL_FILE, Normalization, read_labels
@@ -94,7 +94,7 @@ def load(
     if not path.exists():
         raise PocketMLError(f"model {path} does not exist; give a .tflite, .onnx, .mlpackage, .keras or .h5 model")
     if is_keras_source(path):
-        from export import keras_model
+        from pocketml.export import keras_model
 
         predictor = keras_model.load(path, labels=labels, image_size=image_size, preprocess=preprocess)
         return LabelledModel(predictor, predictor.spec.labels, path, "keras", predictor.notes)

@@ -30,9 +30,9 @@ from types import ModuleType
 from pocketml.errors import PocketMLError
 
 FORMAT_MODULES = {
-    "tflite": "export.tflite",
-    "coreml": "export.coreml",
-    "onnx": "export.onnx",
+    "tflite": "pocketml.export.tflite",
+    "coreml": "pocketml.export.coreml",
+    "onnx": "pocketml.export.onnx",
 }
 
 

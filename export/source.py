@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.export import graph, safe_load
 
-from export import graph, safe_load
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file
 from pocketml.spec import MODEL_FILE, PRESETS, SPEC_FILE, ModelSpec, Normalization, read_labels

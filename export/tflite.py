@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.export.predictor import check_images
+from pocketml.export.registry import Converted
+from pocketml.export.tflite_metadata import ClassifierInfo, populate
 
-from export.predictor import check_images
-from export.registry import Converted
-from export.tflite_metadata import ClassifierInfo, populate
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_bytes
 from pocketml.spec import ModelSpec
@@ -49,7 +49,7 @@ NOTES = {
 def _frozen_function(model: Any, spec: ModelSpec):
     """The classifier as export/graph.py traces it for every converter, batch fixed at 1 (what
     mobile interpreters and the Task library's ImageClassifier expect)."""
-    from export.graph import frozen_function
+    from pocketml.export.graph import frozen_function
 
     return frozen_function(model, spec.image_size, batch=1)
 
@@ -142,8 +142,8 @@ def convert(
 def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Converted:
     import tempfile
 
-    from export.quantization import tflite as ladder
-    from export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization import tflite as ladder
+    from pocketml.export.quantization.search import place, run_ladder, worst_note
 
     if calibration is None or len(calibration) == 0:
         raise PocketMLError(f"tflite {precision} needs calibration images; pass --calibration DIR")
@@ -174,8 +174,8 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
 
 
 def _strict(model, spec, calibration, out_path: Path, finish, facts: dict):
-    from export.quantization.fold import integer_ready
-    from export.quantization.search import Built
+    from pocketml.export.quantization.fold import integer_ready
+    from pocketml.export.quantization.search import Built
 
     ready, done = integer_ready(model, calibration, qmax=127)
     facts.update(done)
@@ -259,7 +259,7 @@ def latency_unavailable() -> str | None:
 
 def read_labels(path: str | Path) -> tuple[str, ...] | None:
     """The labels file the model carries (TENSOR_AXIS_LABELS, zipped onto its end), or None."""
-    from export.tflite_metadata import LABELS_NAME, read_associated_files
+    from pocketml.export.tflite_metadata import LABELS_NAME, read_associated_files
 
     text = read_associated_files(Path(path).read_bytes()).get(LABELS_NAME)
     labels = tuple(line.strip() for line in (text or b"").decode("utf-8").splitlines() if line.strip())

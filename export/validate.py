@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.judge import Judge, artifact_verdict, judge_for
-from export.keras_model import load_keras_predictor
+from pocketml.export.judge import Judge, artifact_verdict, judge_for
+from pocketml.export.keras_model import load_keras_predictor
+
 from pocketml.artifact import EXPORTED, ExportManifest
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import EVALUATION_COUNT, ImageSet, evaluation_set

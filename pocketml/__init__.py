@@ -13,6 +13,10 @@ __all__ = ["PocketMLError", "__version__", *API]
 
 
 def __getattr__(name: str):
+    if name == "export":  # the export package, callable as the API function (see its docstring)
+        import importlib
+
+        return importlib.import_module("pocketml.export")
     if name in API:
         from pocketml.app import api
 

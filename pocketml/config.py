@@ -50,6 +50,11 @@ def from_mapping(cls: type[T], data: Any, where: str = "") -> T:
         raise PocketMLError(f"[{where or cls.__name__}] {exc}") from exc
 
 
+def from_settings(cls: type[T], settings: dict, section: str) -> T:
+    """`cls` from Python keyword settings, validated as a TOML section is; a None setting means "default"."""
+    return from_mapping(cls, {k: v for k, v in settings.items() if v is not None}, section)
+
+
 def _is_required(field: dataclasses.Field) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 

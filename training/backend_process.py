@@ -2,7 +2,7 @@
 
 Keras picks its backend once per process, at its first import. `pocketml run` exports with
 TensorFlow, so a `[train] backend = "jax"` cannot train in that process: `train` hands the job to
-`python -m training.backend_process REQUEST.json` with KERAS_BACKEND set, waits, and returns the
+`python -m pocketml.training.backend_process REQUEST.json` with KERAS_BACKEND set, waits, and returns the
 same model directory. The child's own output is relayed to this process's console; a PocketMLError in the
 child comes back as the same one-line PocketMLError here, and a bug keeps its traceback (printed by
 the child) and fails here with the exit code.
@@ -23,16 +23,9 @@ from pocketml.errors import PocketMLError
 ERROR_EXIT = 2  # the child's exit code for a PocketMLError (the CLI's own code for user errors)
 
 
-def project_root() -> Path:
-    """The folder holding the `training` package, so the child imports this very code."""
-    return Path(__file__).resolve().parents[1]
-
-
 def child_env(backend: str) -> dict[str, str]:
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    paths = [str(project_root()), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
+    """This environment with the backend chosen: the child is this interpreter, so it imports this very pocketml."""
+    return dict(os.environ, KERAS_BACKEND=backend)
 
 
 def train_in_backend(backend: str, dataset_dir: str | Path, out_dir: str | Path, config) -> Path:
@@ -46,7 +39,7 @@ def train_in_backend(backend: str, dataset_dir: str | Path, out_dir: str | Path,
             "config": dataclasses.asdict(config),
             "error_file": str(error),
         }))
-        returncode = _run_relaying_stdout([sys.executable, "-m", "training.backend_process", str(request)],
+        returncode = _run_relaying_stdout([sys.executable, "-m", "pocketml.training.backend_process", str(request)],
                                           child_env(backend))
         if returncode == ERROR_EXIT and error.is_file():
             raise PocketMLError(error.read_text(encoding="utf-8").strip())
@@ -71,9 +64,10 @@ def _run_relaying_stdout(command: list[str], env: dict[str, str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    from pocketml.training.train import train
+
     from pocketml.config import from_mapping
     from pocketml.configs.train import TrainConfig
-    from training.train import train
 
     request = json.loads(Path(argv[0]).read_text())
     try:

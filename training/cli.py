@@ -16,7 +16,7 @@ FLAG_FIELDS = (
 
 
 def register(subparsers) -> None:
-    from training.backbones import BACKBONES  # light: no TensorFlow import
+    from pocketml.training.backbones import BACKBONES  # light: no TensorFlow import
 
     parser = subparsers.add_parser(
         "train",
@@ -70,7 +70,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.train import train
+    from pocketml.training.train import train
 
     config = config_from_args(args)
     if config.backend != "auto" and "keras" not in sys.modules:

@@ -164,7 +164,7 @@ def _layer_weights(layer, key: str, state: dict[str, np.ndarray]) -> list[np.nda
 
 def load_torch_weights(model, path: str | Path | None = None) -> None:
     """Copy the checkpoint's tensors into `model` (built by build_efficientnet_lite0), checking shapes."""
-    from training.torch_weights import load_legacy_state_dict
+    from pocketml.training.torch_weights import load_legacy_state_dict
 
     state = load_legacy_state_dict(path or checkpoint_path())
     mapping = _keras_to_torch_prefix()

@@ -10,11 +10,11 @@ import io
 from pathlib import Path
 
 import numpy as np
+from pocketml.training.data import DatasetSplits, load_splits, split_images
 
 from pocketml.dataset import load_image
 from pocketml.fsutil import atomic_write_bytes, atomic_write_json
 from pocketml.spec import MODEL_FILE
-from training.data import DatasetSplits, load_splits, split_images
 
 EVAL_FILE = "eval.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -25,8 +25,7 @@ GRID_MAX = 25  # misclassified images shown at most (5 x 5)
 def evaluate(model_dir: str | Path, dataset_dir: str | Path, batch_size: int = 32) -> dict:
     """Evaluate a saved model directory (model.keras + spec.json) on a dataset; writes into model_dir."""
     import keras
-
-    from training.devices import tensorflow_left_out
+    from pocketml.training.devices import tensorflow_left_out
 
     model_dir = Path(model_dir)
     with tensorflow_left_out():
@@ -36,7 +35,7 @@ def evaluate(model_dir: str | Path, dataset_dir: str | Path, batch_size: int = 3
 
 def evaluate_model(model, splits: DatasetSplits, out_dir: Path, batch_size: int = 32, images=None) -> dict:
     """Score `model` on the held-out split; `images` are that split's decoded images when the caller has them."""
-    from training.loader import predict_images
+    from pocketml.training.loader import predict_images
 
     split = splits.eval_split
     size = int(model.input_shape[1])

@@ -23,13 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from pocketml.configs.train import TrainConfig
-from pocketml.console import console, print_table, progress
-from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text, sha256_file
-from pocketml.spec import MODEL_FILE, ModelSpec
-from training import model as model_lib
-from training.backbones import (
+from pocketml.training import model as model_lib
+from pocketml.training.backbones import (
     Backbone,
     Weights,
     build_backbone,
@@ -37,8 +32,13 @@ from training.backbones import (
     get_backbone,
     resolve_weights,
 )
-from training.data import DatasetSplits, class_weights, load_splits, split_images
-from training.devices import DevicePlan, process_backend, resolve_backend
+from pocketml.training.data import DatasetSplits, class_weights, load_splits, split_images
+from pocketml.training.devices import DevicePlan, process_backend, resolve_backend
+
+from pocketml.configs.train import TrainConfig
+from pocketml.console import console, print_table, progress
+from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text, sha256_file
+from pocketml.spec import MODEL_FILE, ModelSpec
 
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "train_config.json"
@@ -62,7 +62,7 @@ def train(dataset_dir: str | Path, out_dir: str | Path, config: TrainConfig | No
     backend = resolve_backend(config.backend)
     if backend != process_backend():
         checked_inputs(dataset_dir, config)  # user errors before a second interpreter starts
-        from training.backend_process import train_in_backend
+        from pocketml.training.backend_process import train_in_backend
 
         return train_in_backend(backend, dataset_dir, out_dir, config)
     return _train_here(Path(dataset_dir), Path(out_dir), config)
@@ -78,8 +78,9 @@ def checked_inputs(dataset_dir: str | Path, config: TrainConfig) -> tuple[Backbo
 
 
 def _train_here(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
+    from pocketml.training.devices import tensorflow_left_out
+
     from pocketml.console import library_output
-    from training.devices import tensorflow_left_out
 
     # Other libraries' output (TF/JAX/absl logs) goes to out_dir/libraries.log, pocketml's to the terminal.
     with library_output(out_dir), tensorflow_left_out():
@@ -87,7 +88,7 @@ def _train_here(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
 
 
 def _train(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
-    from training.devices import device_plan, seed_everything, weight_replicas
+    from pocketml.training.devices import device_plan, seed_everything, weight_replicas
 
     started = time.perf_counter()
     backbone, splits, weights = checked_inputs(dataset_dir, config)
@@ -116,7 +117,7 @@ def _train(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
 
     save_model_dir(classifier, out_dir, splits, backbone, weights, config, rows)
     atomic_write_json(out_dir / TRAINING_FILE, {**plan.record(), "weight_replicas": replicas, "phases": phases})
-    from training.evaluate import evaluate_model
+    from pocketml.training.evaluate import evaluate_model
 
     eval_images = images[1] if splits.test is None else None
     report = evaluate_model(classifier, splits, out_dir, config.batch_size, eval_images)
@@ -156,8 +157,8 @@ def cached_features(extractor, images, labels: np.ndarray, config: TrainConfig, 
     """Pooled features of `images`: one clean pass plus `copies` augmented passes, their labels,
     and each pass's timing. Every pass is one compiled model.predict over prefetched batches; the
     augmented passes share one model whose seed state moves on, so each copy differs."""
-    from training.augment import Augment, AugmentedFeatures
-    from training.loader import predict_images
+    from pocketml.training.augment import Augment, AugmentedFeatures
+    from pocketml.training.loader import predict_images
 
     augment = Augment.from_config(config)
     augmenter = AugmentedFeatures(extractor, augment, seed=config.seed) if augment and copies else None
@@ -243,9 +244,8 @@ def fine_tune(classifier, backbone: Backbone, splits: DatasetSplits, config: Tra
     (data parallelism cannot split a partial one) and scores exactly the val images.
     """
     import keras
-
-    from training.augment import Augment, AugmentedTrainer
-    from training.loader import ImageBatches, predict_images
+    from pocketml.training.augment import Augment, AugmentedTrainer
+    from pocketml.training.loader import ImageBatches, predict_images
 
     started, wall = time.perf_counter(), time.time()
     base = backbone_of(classifier)

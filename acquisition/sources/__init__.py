@@ -10,17 +10,18 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from acquisition.sources.base import Source, SourceItem
+from pocketml.acquisition.sources.base import Source, SourceItem
+
 from pocketml.config import from_mapping
 from pocketml.errors import PocketMLError
 
 SOURCE_MODULES = {
-    "urls": "acquisition.sources.urls",
-    "imagenet": "acquisition.sources.imagenet",
-    "openimages": "acquisition.sources.openimages",
-    "search": "acquisition.sources.search",
-    "folder": "acquisition.sources.folder",
-    "glyphs": "acquisition.sources.glyphs",
+    "urls": "pocketml.acquisition.sources.urls",
+    "imagenet": "pocketml.acquisition.sources.imagenet",
+    "openimages": "pocketml.acquisition.sources.openimages",
+    "search": "pocketml.acquisition.sources.search",
+    "folder": "pocketml.acquisition.sources.folder",
+    "glyphs": "pocketml.acquisition.sources.glyphs",
 }
 
 __all__ = ["SOURCE_MODULES", "Source", "SourceItem", "make_source", "source_module"]

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acquisition.sources.base import Source, SourceItem
+from pocketml.acquisition.sources.base import Source, SourceItem
+
 from pocketml.dataset import SPLIT_ALIASES, is_image_file
 from pocketml.errors import PocketMLError
 

@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from pocketml.acquisition.sources.base import Source, SourceItem
 
-from acquisition.sources.base import Source, SourceItem
 from pocketml.errors import PocketMLError
 
 NAME = "glyphs"

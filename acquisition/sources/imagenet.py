@@ -15,8 +15,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from acquisition.sources.base import Source, SourceItem
-from acquisition.sources.textio import open_lines
+from pocketml.acquisition.sources.base import Source, SourceItem
+from pocketml.acquisition.sources.textio import open_lines
+
 from pocketml.errors import PocketMLError
 
 NAME = "imagenet"

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from acquisition.sources.base import Source, SourceItem
+from pocketml.acquisition.sources.base import Source, SourceItem
+
 from pocketml.configs.acquire import DEFAULT_USER_AGENT
 from pocketml.errors import PocketMLError
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from acquisition.sources.base import Source, SourceItem
+from pocketml.acquisition.sources.base import Source, SourceItem
+
 from pocketml.errors import PocketMLError
 
 NAME = "urls"

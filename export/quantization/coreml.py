@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from export.quantization.search import Built, Candidate, Step
+from pocketml.export.quantization.search import Built, Candidate, Step
 
 SIZE_GOAL = 0.30  # a compressed package may be at most this fraction of the fp32 package
 GROUP_SIZE = 16  # output channels sharing one look-up table in per-grouped-channel palettisation
@@ -104,7 +103,7 @@ def weight_channels(mlmodel: Any) -> dict[str, int]:
 def op_errors(fp16_path: Path, compressed_path: Path, images: np.ndarray) -> list[dict]:
     """Each weight op's own error in the compressed package: relative error of its output minus that
     of its input (upstream error removed), both programs run by pocketml's reference executor."""
-    from export.coreml_reference import load_reference
+    from pocketml.export.coreml_reference import load_reference
 
     reference, candidate = load_reference(fp16_path), load_reference(compressed_path)
     weight_ops = [op for op in candidate.executor.body if op.op_type in WEIGHT_OPS]
@@ -157,7 +156,7 @@ def candidates(fp16: Any, fp16_path: Path, calibration: np.ndarray | None, save,
 
     def corrected_rung(nbits: int):
         def build(path: Path) -> Built:
-            from export.quantization.equalize import bias_corrected
+            from pocketml.export.quantization.equalize import bias_corrected
 
             corrected, correction = bias_corrected(keras_model, calibration, palette_bits=nbits,
                                                    min_elements=WEIGHT_THRESHOLD)

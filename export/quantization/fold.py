@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from export.quantization.equalize import bias_corrected, only_consumer
+from pocketml.export.quantization.equalize import bias_corrected, only_consumer
 
 
 @dataclass

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from export.quantization.equalize import bias_corrected
-from export.quantization.fold import fold_summary, input_rescaling, integer_ready
-from export.quantization.search import Built, Candidate
+from pocketml.export.quantization.equalize import bias_corrected
+from pocketml.export.quantization.fold import fold_summary, input_rescaling, integer_ready
+from pocketml.export.quantization.search import Built, Candidate
 
 FLOAT_COUNTS = (1, 2, 4, 8)  # tensors kept float on the successive fallback rungs
 RANKING_IMAGES = 32  # calibration images the ranking runs on (one pass per tensor): keeps it ~10 s on Lite0 128 px
@@ -177,8 +176,8 @@ def divergence(reference: np.ndarray, probs: np.ndarray) -> float:
 def ranked_tensors(quantized: Any, model: Any, calibration: np.ndarray) -> list[dict]:
     """Every quantised activation with the end-to-end error (vs the Keras `model`) left when it alone
     stays float, worst first: the larger the drop in error, the more that tensor's quantisation costs."""
-    from export.keras_model import KerasPredictor
-    from export.onnx import session_outputs
+    from pocketml.export.keras_model import KerasPredictor
+    from pocketml.export.onnx import session_outputs
 
     images = calibration[:RANKING_IMAGES]
     reference = KerasPredictor(model, tuple(images.shape[1:3])).predict(images)
@@ -206,7 +205,7 @@ def candidates(model: Any, spec: Any, opset: int, calibration: np.ndarray, finis
     Measured on quantization_bench's hot-dog model (50 val photos): folded 1 flip (max |dp| 0.13),
     the normalisation kept float 0 flips at 0.21 ms; before, the ladder went on to 1 tensor float,
     which kept two convs float (0.24 ms, slower than fp32's 0.23)."""
-    from export.onnx import float32_model, static_int8_model
+    from pocketml.export.onnx import float32_model, static_int8_model
 
     settings = settings or cpu_settings()
     facts["cpu"] = settings

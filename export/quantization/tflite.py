@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pocketml.export.quantization.equalize import bias_corrected
+from pocketml.export.quantization.fold import fold_summary, input_rescaling, integer_ready
+from pocketml.export.quantization.search import Built, Candidate
 
-from export.quantization.equalize import bias_corrected
-from export.quantization.fold import fold_summary, input_rescaling, integer_ready
-from export.quantization.search import Built, Candidate
 from pocketml.fsutil import atomic_write_bytes
 
 FLOAT_COUNTS = (1, 4)  # worst layers kept float (besides the input normalisation) on the fallback rungs
@@ -94,8 +94,7 @@ def float_ops(content: bytes) -> list[str]:
 def _denylisted(model: Any, spec: Any, calibration: np.ndarray, layers: list[str]) -> bytes:
     """int8 with `layers` (tensor names from the debugger) kept float."""
     import tensorflow as tf
-
-    from export.tflite import int8_converter
+    from pocketml.export.tflite import int8_converter
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=layers)
     debugger = tf.lite.experimental.QuantizationDebugger(
@@ -117,7 +116,7 @@ def candidates(model: Any, spec: Any, calibration: np.ndarray, finish, facts: di
     is, the normalisation kept float, and that plus the 1 and 4 layers the debugger ranks worst; then
     16-bit activations. `finish` adds metadata to the bytes; `facts` receives the fold, the bias
     correction and the debugger's table as they are computed."""
-    from export.tflite import int8_converter
+    from pocketml.export.tflite import int8_converter
 
     state: dict = {}
 

@@ -15,23 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from pocketml.artifact import ExportManifest, Recommendation, load_recommendations
-from pocketml.config import from_mapping
+from pocketml.config import from_settings
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.configs.bench import BenchConfig
 from pocketml.configs.curate import CurateConfig
-from pocketml.configs.export import ExportConfig
 from pocketml.configs.train import TrainConfig
 
 
 def _config(cls, settings: dict, section: str):
-    """The stage's config dataclass from keyword settings, validated as a TOML section is."""
-    return from_mapping(cls, {k: v for k, v in settings.items() if v is not None}, section)
+    return from_settings(cls, settings, section)
 
 
 def acquire(out_dir: str | Path, sources: list[dict], **settings: Any) -> dict:
     """Fetch, verify and store the images of `sources` ([{"type": "urls", ...}, ...]) into `out_dir`;
     a rerun resumes. Returns the acquisition summary (also in out_dir/acquisition.json)."""
-    from acquisition.acquire import acquire as run_acquire
+    from pocketml.acquisition.acquire import acquire as run_acquire
     from pocketml.app.pipeline import validate_sources
 
     config = _config(AcquireConfig, {"sources": sources, **settings}, "acquire")
@@ -42,7 +40,7 @@ def acquire(out_dir: str | Path, sources: list[dict], **settings: Any) -> dict:
 def curate(dataset_dir: str | Path, **settings: Any) -> dict:
     """Duplicates, near-duplicates, label conflicts, quality flags and leakage-free splits of an
     acquired dataset; writes manifest.csv and report/. Returns the curation summary."""
-    from acquisition.curate import curate as run_curate
+    from pocketml.acquisition.curate import curate as run_curate
 
     return run_curate(Path(dataset_dir), _config(CurateConfig, settings, "curate"))
 
@@ -50,36 +48,15 @@ def curate(dataset_dir: str | Path, **settings: Any) -> dict:
 def train(dataset_dir: str | Path, out_dir: str | Path, **settings: Any) -> Path:
     """Fine-tune a backbone (settings: TrainConfig's fields, e.g. backbone="efficientnet_lite0",
     image_size=224) on a dataset directory or ImageFolder; returns the model directory."""
-    from training.train import train as run_train
+    from pocketml.training.train import train as run_train
 
     return Path(run_train(Path(dataset_dir), Path(out_dir), _config(TrainConfig, settings, "train")))
-
-
-def export(
-    model: Any,
-    out_dir: str | Path,
-    *,
-    formats: list[str] | None = None,
-    precisions: list[str] | None = None,
-    calibration: str | Path | None = None,
-    images: str | Path | None = None,
-    labels: str | Path | None = None,
-    **settings: Any,
-) -> ExportManifest:
-    """Convert `model` (a .keras/.h5 file, a SavedModel or model directory, or a keras.Model) to every
-    format x precision asked for, each judged against it on held-out images: the train split of
-    `calibration` calibrates, the test/val split of `images` (default: of `calibration`) judges."""
-    from export.exporter import export_model
-
-    options = {"formats": formats, "precisions": precisions, "calibration": _path(calibration),
-               "validation_images": _path(images), "labels": _path(labels), **settings}
-    return export_model(model, Path(out_dir), _config(ExportConfig, options, "export"))
 
 
 def validate(export_dir: str | Path, images: str | Path | None = None, strict: bool = False) -> ExportManifest:
     """Judge every file of an export again (on the recorded evaluation images, or on `images`'
     held-out split); with strict, raise ValidationFailed when any is outside tolerance."""
-    from export.validate import validate as run_validate
+    from pocketml.export.validate import validate as run_validate
 
     return run_validate(Path(export_dir), images=_path(images), strict=strict)
 
@@ -106,8 +83,8 @@ def bench(target: str | Path | list[str | Path], out_dir: str | Path, *, data: s
     one to ship per platform (settings: BenchConfig's fields, e.g. threads=[1, 4]). `target` may
     also be model files from elsewhere: accuracy on `data`'s held-out split, a verdict against the
     Keras `reference`, labels from the files or `labels`."""
-    from benchmarks.bench import bench as run_bench
-    from benchmarks.bench import bench_files
+    from pocketml.benchmarks.bench import bench as run_bench
+    from pocketml.benchmarks.bench import bench_files
 
     config = _config(BenchConfig, settings, "bench")
     if isinstance(target, (str, Path)) and (Path(target) / "manifest.json").is_file():
@@ -122,7 +99,7 @@ def load(path: str | Path, labels: str | Path | None = None, image_size: str | t
     """Any model file — .tflite, .onnx, .mlpackage (Core ML on macOS, pocketml's reference executor
     elsewhere), .keras/.h5/SavedModel — with its labels: `.predict(images)` gives probabilities for
     uint8 [N,H,W,3] RGB 0..255, `.classify(image_or_path, top=3)` gives [(label, p), ...]."""
-    from export.predict import load as load_labelled
+    from pocketml.export.predict import load as load_labelled
 
     return load_labelled(Path(path), labels=labels, image_size=image_size)
 
@@ -130,7 +107,7 @@ def load(path: str | Path, labels: str | Path | None = None, image_size: str | t
 def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path | None = None) -> dict[str, list[str]]:
     """ios/, android/, onnx/ bundles of the files that passed, the recommended one first; returns
     platform -> the file names each bundle carries."""
-    from export.package import package as run_package
+    from pocketml.export.package import package as run_package
 
     return run_package(Path(export_dir), Path(out_dir), _path(bench_dir))
 

@@ -17,11 +17,11 @@ from pocketml.errors import PocketMLError
 
 # module, in the order their commands appear in --help
 COMMAND_MODULES = (
-    "acquisition.cli_acquire",  # acquire
-    "acquisition.cli_curate",  # curate, audit
-    "training.cli",  # train
-    "export.cli",  # export, validate, package
-    "benchmarks.cli",  # bench
+    "pocketml.acquisition.cli_acquire",  # acquire
+    "pocketml.acquisition.cli_curate",  # curate, audit
+    "pocketml.training.cli",  # train
+    "pocketml.export.cli",  # export, validate, package
+    "pocketml.benchmarks.cli",  # bench
     "pocketml.app.pipeline",  # run
 )
 

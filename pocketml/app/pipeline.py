@@ -54,37 +54,37 @@ class Stage:
 
 
 def _acquire(config: PipelineConfig, paths: RunPaths) -> object:
-    from acquisition.acquire import acquire
+    from pocketml.acquisition.acquire import acquire
 
     return acquire(config.acquire, paths.dataset)
 
 
 def _curate(config: PipelineConfig, paths: RunPaths) -> object:
-    from acquisition.curate import curate
+    from pocketml.acquisition.curate import curate
 
     return curate(paths.dataset, config.curate)
 
 
 def _train(config: PipelineConfig, paths: RunPaths) -> object:
-    from training.train import train
+    from pocketml.training.train import train
 
     return train(paths.dataset, paths.model, config.train)
 
 
 def _export(config: PipelineConfig, paths: RunPaths) -> object:
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
 
     return export_model(paths.model, paths.export, export_section(config, paths))
 
 
 def _bench(config: PipelineConfig, paths: RunPaths) -> object:
-    from benchmarks.bench import bench
+    from pocketml.benchmarks.bench import bench
 
     return bench(paths.export, paths.bench, config.bench)
 
 
 def _package(config: PipelineConfig, paths: RunPaths) -> object:
-    from export.package import package
+    from pocketml.export.package import package
 
     return package(paths.export, paths.bundles, paths.bench)
 
@@ -142,8 +142,8 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 def pipeline_config_from_mapping(data: dict, where: str = "") -> PipelineConfig:
     """A validated PipelineConfig, each acquisition source's keys and each export format included."""
-    from export.registry import check_formats
     from pocketml.configs.pipeline import PipelineConfig
+    from pocketml.export.registry import check_formats
 
     config = from_mapping(PipelineConfig, data, where)
     validate_sources(config.acquire)
@@ -153,7 +153,7 @@ def pipeline_config_from_mapping(data: dict, where: str = "") -> PipelineConfig:
 
 def validate_sources(acquire: AcquireConfig) -> None:
     """Check each [[acquire.sources]] table against its source module's CONFIG before anything runs."""
-    from acquisition.sources import SOURCE_MODULES, source_module
+    from pocketml.acquisition.sources import SOURCE_MODULES, source_module
 
     if not acquire.sources:
         raise PocketMLError(f"[acquire] has no sources; add at least one [[acquire.sources]] table with "
@@ -343,7 +343,7 @@ def print_summary(results: list[StageResult], paths: RunPaths) -> None:
 
 def print_bench_table(paths: RunPaths) -> None:
     """bench's own console table, from the results.json it wrote (also when bench was skipped)."""
-    from benchmarks.report import print_summary as print_bench_summary
+    from pocketml.benchmarks.report import print_summary as print_bench_summary
     from pocketml.console import console
 
     results = paths.bench / "results.json"

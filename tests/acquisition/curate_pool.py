@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
+from pocketml.acquisition.pool import POOL_COLUMNS
 
-from acquisition.pool import POOL_COLUMNS
 from tests.acquisition.photo_set import photos_of
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pocketml.acquisition import hashing
 
-from acquisition import hashing
 from tests.photos import CLASSES, DISTRACTORS
 
 LABELS = tuple(CLASSES)  # ("cat", "coffee")

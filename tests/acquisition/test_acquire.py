@@ -11,8 +11,8 @@ import sqlite3
 import time
 
 import pytest
+from pocketml.acquisition.acquire import POOL_COLUMNS, acquire
 
-from acquisition.acquire import POOL_COLUMNS, acquire
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.errors import PocketMLError
 from tests.acquisition.hostile_http import EXPECTED, HostileServer
@@ -118,7 +118,7 @@ def test_bad_source_table_is_one_clear_error(tmp_path):
 def cli(*argv: str) -> int:
     import argparse
 
-    from acquisition import cli_acquire
+    from pocketml.acquisition import cli_acquire
 
     parser = argparse.ArgumentParser(prog="pocketml")
     cli_acquire.register(parser.add_subparsers(dest="command"))
@@ -236,7 +236,7 @@ def test_executor_settings_are_validated_with_the_accepted_values(tmp_path):
 def test_cli_retry_failed_and_executor_flags_reach_the_config(tmp_path):
     import argparse
 
-    from acquisition import cli_acquire
+    from pocketml.acquisition import cli_acquire
 
     parser = argparse.ArgumentParser(prog="pocketml")
     cli_acquire.register(parser.add_subparsers(dest="command"))

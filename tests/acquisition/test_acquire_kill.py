@@ -20,7 +20,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 RUNNER = """
 import json, sys
 from pathlib import Path
-from acquisition.acquire import acquire
+from pocketml.acquisition.acquire import acquire
 from pocketml.config import from_mapping
 from pocketml.configs.acquire import AcquireConfig
 acquire(from_mapping(AcquireConfig, json.loads(sys.argv[1]), "acquire"), Path(sys.argv[2]))
@@ -81,7 +81,8 @@ def test_kill_9_then_resume(photo_folder, tmp_path):
         assert 60 <= len(done_before) < len(urls)
         hits_before = dict(server.hits)
 
-        from acquisition.acquire import acquire
+        from pocketml.acquisition.acquire import acquire
+
         from pocketml.config import from_mapping
         from pocketml.configs.acquire import AcquireConfig
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+from pocketml.acquisition.acquire import acquire
 
-from acquisition.acquire import acquire
 from pocketml.config import from_mapping
 from pocketml.configs.acquire import AcquireConfig
 from tests.acquisition.hostile_http import EXPECTED, HostileServer
@@ -33,7 +33,7 @@ pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install
 RUNNER = """
 import json, sys
 from pathlib import Path
-from acquisition.acquire import acquire
+from pocketml.acquisition.acquire import acquire
 from pocketml.config import from_mapping
 from pocketml.configs.acquire import AcquireConfig
 acquire(from_mapping(AcquireConfig, json.loads(sys.argv[1]), "acquire"), Path(sys.argv[2]))

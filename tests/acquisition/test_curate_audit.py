@@ -1,8 +1,8 @@
 import json
 
 import pytest
+from pocketml.acquisition.audit import audit
 
-from acquisition.audit import audit
 from pocketml.app.cli import main
 from pocketml.configs.curate import CurateConfig
 from pocketml.errors import PocketMLError

@@ -3,9 +3,9 @@ import itertools
 
 import numpy as np
 from PIL import Image
+from pocketml.acquisition import hashing
+from pocketml.acquisition.image_facts import facts_of
 
-from acquisition import hashing
-from acquisition.image_facts import facts_of
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import decode_rgb
 from tests.acquisition.curate_pool import as_png, photos_of, reencoded

@@ -2,8 +2,8 @@ import itertools
 
 import numpy as np
 import pytest
+from pocketml.acquisition import neardup
 
-from acquisition import neardup
 from pocketml.errors import PocketMLError
 
 
@@ -112,9 +112,10 @@ def test_union_find_components_match_scipy_connected_components():
 def test_split_groups_from_the_analysis_equal_a_fresh_search_over_the_kept_images():
     from pathlib import Path
 
-    from acquisition import splits
-    from acquisition.curate import Item, analyse, split_items
-    from acquisition.image_facts import ImageFacts
+    from pocketml.acquisition import splits
+    from pocketml.acquisition.curate import Item, analyse, split_items
+    from pocketml.acquisition.image_facts import ImageFacts
+
     from pocketml.configs.curate import CurateConfig
 
     hashes = _with_planted(400, seed=3)

@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 from PIL import Image
+from pocketml.acquisition.audit import audit
+from pocketml.acquisition.cli_curate import config_from_args
+from pocketml.acquisition.curate import curate
 
-from acquisition.audit import audit
-from acquisition.cli_curate import config_from_args
-from acquisition.curate import curate
 from pocketml.app.cli import main
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import MANIFEST_COLUMNS, read_records
@@ -144,7 +144,7 @@ def test_cli_curate_runs_with_ratios_and_rejects_bad_ones(tmp_path, photo_folder
 def test_executor_choice_from_the_cli_and_the_config_file(tmp_path, capsys):
     import argparse
 
-    from acquisition.cli_curate import register
+    from pocketml.acquisition.cli_curate import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

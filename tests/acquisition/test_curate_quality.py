@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
+from pocketml.acquisition import quality
+from pocketml.acquisition.curate import Item, analyse
+from pocketml.acquisition.image_facts import ImageFacts
 
-from acquisition import quality
-from acquisition.curate import Item, analyse
-from acquisition.image_facts import ImageFacts
 from pocketml.config import from_mapping
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import decode_rgb

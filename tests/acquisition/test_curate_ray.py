@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pocketml.acquisition.audit import audit
+from pocketml.acquisition.curate import REMOVED, curate
 
-from acquisition.audit import audit
-from acquisition.curate import REMOVED, curate
 from pocketml.configs.curate import CurateConfig
 from pocketml.dataset import DATASET_MANIFEST
 from pocketml.fsutil import sha256_file

@@ -2,8 +2,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+from pocketml.acquisition import splits
 
-from acquisition import splits
 from pocketml.errors import PocketMLError
 
 

@@ -6,8 +6,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from pocketml.acquisition.downloader import Downloader, _retry_after
 
-from acquisition.downloader import Downloader, _retry_after
 from pocketml.configs.acquire import DownloadConfig
 from tests.acquisition.hostile_http import HostileServer, bomb_png
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pocketml.acquisition import neardup
 
-from acquisition import neardup
 from tests.acquisition.test_curate_neardup import _python_pairs, _with_planted
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install -e '.[dev,ray]'")
-neardup_ray = pytest.importorskip("acquisition.neardup_ray")
+neardup_ray = pytest.importorskip("pocketml.acquisition.neardup_ray")
 
 
 @pytest.fixture(scope="module", autouse=True)

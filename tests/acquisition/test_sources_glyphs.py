@@ -8,8 +8,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-
-from acquisition.sources.glyphs import (
+from pocketml.acquisition.sources.glyphs import (
     CONFIG,
     GlyphsConfig,
     discover_fonts,
@@ -17,6 +16,7 @@ from acquisition.sources.glyphs import (
     make_source,
     select_fonts,
 )
+
 from pocketml.config import from_mapping
 from pocketml.errors import PocketMLError
 

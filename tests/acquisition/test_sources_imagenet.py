@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pocketml.acquisition.sources import make_source
+from pocketml.acquisition.sources.imagenet import matching_synsets, naive_matching_synsets, read_words
 
-from acquisition.sources import make_source
-from acquisition.sources.imagenet import matching_synsets, naive_matching_synsets, read_words
 from pocketml.errors import PocketMLError
 from tests.acquisition.hostile_http import HostileServer
 

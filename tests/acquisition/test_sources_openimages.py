@@ -10,10 +10,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from pocketml.acquisition.acquire import acquire
+from pocketml.acquisition.sources import make_source
+from pocketml.acquisition.sources.openimages import with_margin
 
-from acquisition.acquire import acquire
-from acquisition.sources import make_source
-from acquisition.sources.openimages import with_margin
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.errors import PocketMLError
 from tests.acquisition.hostile_http import HostileServer

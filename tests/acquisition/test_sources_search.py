@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pocketml.acquisition.sources import make_source
+from pocketml.acquisition.sources.search import SearchConfig, SearchSource
 
-from acquisition.sources import make_source
-from acquisition.sources.search import SearchConfig, SearchSource
 from pocketml.errors import PocketMLError
 from tests.acquisition.hostile_http import HostileServer
 

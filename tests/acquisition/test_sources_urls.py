@@ -8,8 +8,8 @@ import tarfile
 import tracemalloc
 
 import pytest
+from pocketml.acquisition.sources import make_source
 
-from acquisition.sources import make_source
 from pocketml.errors import PocketMLError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from acquisition.sources.base import SourceItem
-from acquisition.state import Outcome, State, item_key
+from pocketml.acquisition.sources.base import SourceItem
+from pocketml.acquisition.state import Outcome, State, item_key
 
 
 def items(*urls: str, label: str = "a") -> list[SourceItem]:

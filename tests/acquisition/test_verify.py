@@ -7,9 +7,9 @@ import io
 
 import pytest
 from PIL import Image
+from pocketml.acquisition import hashing
+from pocketml.acquisition.verify import Rejected, crop_box, grey_entropy, normalised_image, verify_and_store
 
-from acquisition import hashing
-from acquisition.verify import Rejected, crop_box, grey_entropy, normalised_image, verify_and_store
 from pocketml.configs.acquire import VerifyConfig
 from tests.acquisition.hostile_http import bomb_png, placeholder_png, tiny_jpeg
 

@@ -30,7 +30,7 @@ def swapped_classes(model):
 
 
 def exported(export_dir: Path, fmt: str, precision: str, relpath: str, model, spec, convert_as: str = "") -> Artifact:
-    from export.registry import format_module
+    from pocketml.export.registry import format_module
 
     path = export_dir / relpath
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,8 @@ def exported(export_dir: Path, fmt: str, precision: str, relpath: str, model, sp
 def tflite_export_dir(tmp_path_factory, real_model_dir: Path, photos_dir: Path) -> Path:
     """The quick export: `export_model`'s TFLite fp32 and fp16 files of the real-weights model, judged
     on the test photos."""
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
+
     from pocketml.configs.export import ExportConfig
 
     export_dir = tmp_path_factory.mktemp("tflite_export")
@@ -59,10 +60,11 @@ def bench_export_dir(tmp_path_factory, real_model_dir: Path, photos_dir: Path) -
 def build_export_dir(export_dir: Path, model_dir: Path, photos_dir: Path) -> Path:
     """`export_model`'s tflite/onnx fp32+fp16 files and a Core ML fp16 package, plus the three broken
     entries (see module doc), every entry judged by `validate` as the export judges."""
-    from export.exporter import export_model, export_variant
-    from export.registry import format_module
-    from export.source import load_source
-    from export.validate import validate
+    from pocketml.export.exporter import export_model, export_variant
+    from pocketml.export.registry import format_module
+    from pocketml.export.source import load_source
+    from pocketml.export.validate import validate
+
     from pocketml.configs.export import ExportConfig
 
     config = ExportConfig(formats=["tflite", "onnx"], precisions=["fp32", "fp16"], calibration=photos_dir)

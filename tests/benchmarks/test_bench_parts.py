@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from pocketml.benchmarks import cost, estimates, latency, peak, recommend, report
+from pocketml.benchmarks.bench import PASSED, bench
+from pocketml.benchmarks.cli import config_from_args, register
 
-from benchmarks import cost, estimates, latency, peak, recommend, report
-from benchmarks.bench import PASSED, bench
-from benchmarks.cli import config_from_args, register
 from pocketml.configs.bench import BenchConfig
 from pocketml.errors import PocketMLError
 
@@ -73,7 +73,7 @@ def test_latency_harness_stops_at_max_runs():
 
 
 def test_latency_times_the_format_modules_own_predictor_set_up(tflite_export_dir):
-    from export import coreml, tflite
+    from pocketml.export import coreml, tflite
 
     image = np.zeros((1, 96, 96, 3), dtype=np.uint8)
     predictor = tflite.load(tflite_export_dir / "tflite" / "model-fp32.tflite", threads=1)
@@ -208,7 +208,7 @@ def test_bench_section_of_the_pipeline_toml():
 def test_bare_files_are_measured_judged_against_a_reference_and_labelled_from_metadata(
         tflite_export_dir, real_model_dir, photos_dir, tmp_path):
     """Files a user already has, without an export manifest: a pocketml .tflite and the same file renamed."""
-    from benchmarks.bench import bench_files
+    from pocketml.benchmarks.bench import bench_files
 
     mine = tmp_path / "phone" / "classifier.tflite"
     mine.parent.mkdir()
@@ -262,8 +262,7 @@ def test_bench_on_files_keeps_the_runtimes_banners_out_of_the_terminal(tflite_ex
 def test_onnx_kernel_times_are_per_op_type_as_onnxruntime_runs_them(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from benchmarks.quantization_bench import onnx_kernel_microseconds
+    from pocketml.benchmarks.quantization_bench import onnx_kernel_microseconds
 
     rng = np.random.default_rng(0)
     weights = numpy_helper.from_array(rng.standard_normal((32, 3, 7, 7)).astype(np.float32), "w")

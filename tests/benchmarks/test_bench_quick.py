@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pocketml.benchmarks.bench import FAILED_VALIDATION, PASSED, bench
 
-from benchmarks.bench import FAILED_VALIDATION, PASSED, bench
 from pocketml.artifact import ExportManifest, load_recommendations
 from pocketml.configs.bench import BenchConfig
 from pocketml.dataset import ImageSet, load_image
@@ -47,7 +47,7 @@ def test_fp16_file_is_about_half_of_fp32(quick):
 
 
 def test_fp16_status_follows_the_tolerance(quick):
-    from export.tolerances import tolerance_for
+    from pocketml.export.tolerances import tolerance_for
 
     row = quick["rows"]["tflite-fp16"]
     assert row["top1_agreement"] == 1.0 and row["max_abs_diff"] > 0  # fp16 weights do move the outputs

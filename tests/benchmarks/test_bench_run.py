@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from pocketml.benchmarks.bench import FAILED_VALIDATION, PASSED, ROW_FAILED, bench
+from pocketml.export.coreml import latency_unavailable
 
-from benchmarks.bench import FAILED_VALIDATION, PASSED, ROW_FAILED, bench
-from export.coreml import latency_unavailable
 from pocketml.artifact import load_recommendations
 from pocketml.configs.bench import BenchConfig
 
@@ -26,7 +26,7 @@ def results(bench_export_dir: Path, tmp_path_factory) -> dict:
 
 
 def test_every_row_has_a_status_and_the_run_carries_on(results):
-    from export.tolerances import tolerance_for
+    from pocketml.export.tolerances import tolerance_for
 
     rows = results["rows"]
     assert list(rows)[0] == "keras" and rows["keras"]["status"] == PASSED

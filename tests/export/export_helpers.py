@@ -44,7 +44,8 @@ def real_tflite_export(model_dir: Path, photos_dir: Path, base: Path) -> Path:
     """`model_dir` exported to TFLite in every precision, calibrated on the training photos and judged
     on the test photos (tests/photos.py). Cached: the session's tests share one export.
     """
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
+
     from pocketml.configs.export import ExportConfig
 
     out = base / "real_tflite_export"

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pocketml.export.registry import Converted
 
-from export.registry import Converted
 from pocketml.dataset import load_images, read_records
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.fsutil import atomic_output, tree_bytes
 from pocketml.spec import ModelSpec
 
 ct = pytest.importorskip("coremltools")
-xc = pytest.importorskip("export.coreml")
+xc = pytest.importorskip("pocketml.export.coreml")
 
 EVAL_IMAGES = 16  # the reference executor runs image by image; 16 photos keep the module fast
 
@@ -180,7 +180,7 @@ def test_bad_options_are_user_errors(tmp_path: Path, keras_model, spec: ModelSpe
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="off macOS the reference executor stands in for Core ML")
 def test_load_off_macos_runs_the_reference_executor(packages: dict, keras_model, eval_images) -> None:
-    pytest.importorskip("export.coreml_reference", reason="the Core ML reference executor is not installed")
+    pytest.importorskip("pocketml.export.coreml_reference", reason="the Core ML reference executor is not installed")
     predictor = xc.load(packages["fp32"][0])
     assert predictor.input_size == (96, 96)
     expected = keras_model.predict(eval_images.astype(np.float32), verbose=0)
@@ -207,11 +207,11 @@ def test_coreml_runtime_predicts_like_keras(packages: dict, keras_model, eval_im
 
 
 def test_load_without_any_core_ml_runtime_reports_unavailable(monkeypatch, packages: dict) -> None:
-    import export
+    from pocketml import export
 
     # Simulate a Linux install where the reference executor is absent (not the module under test).
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delattr(export, "coreml_reference", raising=False)
-    monkeypatch.setitem(sys.modules, "export.coreml_reference", None)
+    monkeypatch.setitem(sys.modules, "pocketml.export.coreml_reference", None)
     with pytest.raises(RuntimeUnavailable, match="no Core ML runtime on linux"):
         xc.load(packages["fp32"][0])

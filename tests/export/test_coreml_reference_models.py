@@ -16,9 +16,10 @@ import pytest
 
 pytest.importorskip("coremltools")
 
-from export import coreml  # noqa: E402
-from export.coreml_mil import load_program, materialize_constexpr  # noqa: E402
-from export.coreml_reference import NAME, load_reference  # noqa: E402
+from pocketml.export import coreml  # noqa: E402
+from pocketml.export.coreml_mil import load_program, materialize_constexpr  # noqa: E402
+from pocketml.export.coreml_reference import NAME, load_reference  # noqa: E402
+
 from pocketml.dataset import load_images, read_records  # noqa: E402
 from pocketml.errors import PocketMLError  # noqa: E402
 from pocketml.spec import ModelSpec  # noqa: E402

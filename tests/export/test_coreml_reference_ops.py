@@ -15,9 +15,14 @@ tf = pytest.importorskip("tensorflow")
 
 from coremltools.converters.mil.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
+from pocketml.export.coreml_mil import (  # noqa: E402
+    SUPPORTED_COREMLTOOLS,
+    load_program,
+    materialize_constexpr,
+    program_from_mil,
+)
+from pocketml.export.coreml_reference import Executor, load_reference  # noqa: E402
 
-from export.coreml_mil import SUPPORTED_COREMLTOOLS, load_program, materialize_constexpr, program_from_mil  # noqa: E402
-from export.coreml_reference import Executor, load_reference  # noqa: E402
 from pocketml.errors import PocketMLError  # noqa: E402
 
 RNG = np.random.default_rng(7)

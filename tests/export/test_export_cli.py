@@ -15,7 +15,7 @@ from tests.export.export_helpers import real_tflite_export, tiny_model_dir
 @pytest.fixture(autouse=True)
 def export_commands_only(monkeypatch):
     # Other stages' CLI modules are written in parallel; this test exercises the export commands.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("export.cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("pocketml.export.cli",))
 
 
 @pytest.fixture
@@ -58,9 +58,9 @@ def test_export_prints_summary_and_notes(tiny_dir, tmp_path, capsys):
     assert [a["parity"]["status"] for a in saved["artifacts"]] == ["skipped", "skipped"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("export.onnx") is None, reason="export.onnx not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("pocketml.export.onnx") is None, reason="export.onnx not written yet")
 def test_onnx_dynamic_int8_slowness_is_shown(tiny_dir, tmp_path, capsys):
-    from export import onnx
+    from pocketml.export import onnx
 
     argv = ["export", str(tiny_dir), "--out", str(tmp_path / "out"), "--formats", "onnx"]
     assert cli.main([*argv, "--precisions", "int8-dynamic", "--no-validate"]) == 0

@@ -6,9 +6,9 @@ import importlib.util
 import json
 
 import pytest
+from pocketml.export.exporter import export_model, planned_variants, spec_from_record
+from pocketml.export.registry import format_module
 
-from export.exporter import export_model, planned_variants, spec_from_record
-from export.registry import format_module
 from pocketml.artifact import ExportManifest
 from pocketml.configs.export import ExportConfig
 from pocketml.errors import PocketMLError
@@ -109,7 +109,7 @@ ALL_FORMATS_READY = all(importlib.util.find_spec(f"export.{m}") for m in ("onnx"
 @pytest.mark.slow
 @pytest.mark.skipif(not ALL_FORMATS_READY, reason="export.onnx / export.coreml not written yet")
 def test_every_format_and_precision_exports_and_packages_into_app_bundles(real_model_dir, photos_dir, tmp_path):
-    from export.package import package
+    from pocketml.export.package import package
 
     out = tmp_path / "out"
     manifest = export_model(real_model_dir, out, ExportConfig(calibration=photos_dir))

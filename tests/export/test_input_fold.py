@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pocketml.export.quantization.fold import fold_summary, input_folded, integer_ready
 
-from export.quantization.fold import fold_summary, input_folded, integer_ready
 from pocketml.dataset import choose_images, load_images
 
 SIZE = (96, 96)
@@ -110,8 +110,8 @@ def _scales_before_first_conv(content: bytes) -> dict[str, float]:
 
 
 def test_the_first_conv_of_an_integer_tflite_reads_exact_pixels_once_folded(keras_model, spec, photos) -> None:
-    from export.quantization.equalize import bias_corrected
-    from export.tflite import int8_converter
+    from pocketml.export.quantization.equalize import bias_corrected
+    from pocketml.export.tflite import int8_converter
 
     ready, done = integer_ready(keras_model, photos, qmax=127)
     assert done["input_fold"]["folded"] and done["bias_correction"]["corrected_layers"] > 40

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pocketml.export.registry import format_module
+from pocketml.export.source import load_source
 
-from export.registry import format_module
-from export.source import load_source
 from pocketml.artifact import ExportManifest
 from tests.export import user_models as um
 

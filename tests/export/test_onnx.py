@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pocketml.export.registry import Converted
 
-from export.registry import Converted
 from pocketml.dataset import load_images, read_records
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output
 from pocketml.spec import ModelSpec
 
 onnx = pytest.importorskip("onnx")
-xo = pytest.importorskip("export.onnx")
+xo = pytest.importorskip("pocketml.export.onnx")
 
 CALIBRATION_IMAGES = 64  # from the train split
 EVAL_IMAGES = 48  # from the val and test splits, disjoint from calibration

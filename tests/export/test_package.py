@@ -7,8 +7,8 @@ import json
 import shutil
 
 import pytest
+from pocketml.export.package import package
 
-from export.package import package
 from pocketml.app import cli
 from pocketml.artifact import ExportManifest, Recommendation, save_recommendations
 from pocketml.errors import PocketMLError

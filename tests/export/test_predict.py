@@ -10,8 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
+from pocketml.export import predict
 
-from export import predict
 from pocketml.app import cli
 from pocketml.errors import PocketMLError
 from tests.export import user_models as um
@@ -21,7 +21,7 @@ COREML_PHOTOS = 8  # the numpy Core ML executor takes ~0.25 s per 64 px image
 
 @pytest.fixture(autouse=True)
 def export_commands_only(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("export.cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("pocketml.export.cli",))
 
 
 @pytest.fixture(scope="module")

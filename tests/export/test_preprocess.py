@@ -8,11 +8,11 @@ import json
 
 import numpy as np
 import pytest
+from pocketml.export import graph
+from pocketml.export.exporter import export_model
+from pocketml.export.registry import format_module
+from pocketml.export.source import leading_normalization, load_source
 
-from export import graph
-from export.exporter import export_model
-from export.registry import format_module
-from export.source import leading_normalization, load_source
 from pocketml.artifact import ExportManifest
 from pocketml.configs.export import ExportConfig
 from pocketml.errors import PocketMLError
@@ -167,7 +167,7 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
     onnx_spec = format_module("onnx").read_spec(tmp_path / "out" / "onnx" / "model-fp32.onnx")
     coreml_spec = format_module("coreml").read_spec(tmp_path / "out" / "coreml" / "model-fp32.mlpackage")
     assert onnx_spec.normalization == coreml_spec.normalization == Normalization.from_dict(recorded)
-    from export.tflite_metadata import read_metadata
+    from pocketml.export.tflite_metadata import read_metadata
 
     description = read_metadata((tmp_path / "out" / "tflite" / "model-fp32.tflite").read_bytes()).description
     assert "caffe-bgr: (x - (123.68, 116.779, 103.939)) / 1, then RGB->BGR" in description.decode()
@@ -176,7 +176,7 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
 def test_predict_applies_preprocessing_for_a_file_from_elsewhere_that_expects_it(tmp_path):
     """An ONNX file converted without the preprocessing its network expects (as files from other
     tools are): `pocketml predict --preprocess caffe-bgr` feeds it what it was trained on."""
-    from export import predict
+    from pocketml.export import predict
 
     model = colour_model()
     source = load_source(model, labels=_labels(tmp_path), preprocess=PRESETS["none"])

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pocketml.export import onnx as xo
+from pocketml.export.judge import Judge
+from pocketml.export.quantization import onnx as qonnx
+from pocketml.export.quantization.equalize import bias_corrected, rounded
+from pocketml.export.quantization.search import Built, Candidate, run_ladder
 
-from export import onnx as xo
-from export.judge import Judge
-from export.quantization import onnx as qonnx
-from export.quantization.equalize import bias_corrected, rounded
-from export.quantization.search import Built, Candidate, run_ladder
 from pocketml.artifact import ExportManifest
 from pocketml.dataset import choose_images, load_images
 from tests.export.export_helpers import real_tflite_export
@@ -34,8 +34,8 @@ def calibration(image_sets) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def judge(image_sets, keras_model, spec) -> Judge:
-    from export.judge import judge_for
-    from export.keras_model import KerasPredictor
+    from pocketml.export.judge import judge_for
+    from pocketml.export.keras_model import KerasPredictor
 
     return judge_for(image_sets[1], KerasPredictor(keras_model, SIZE), list(spec.labels))
 
@@ -202,15 +202,16 @@ def test_tflite_export_records_the_ladder_and_a_strict_integer_only_variant(real
 
 
 def tflite_float_ops(path: Path) -> list[str]:
-    from export.quantization.tflite import float_ops
+    from pocketml.export.quantization.tflite import float_ops
 
     return float_ops(path.read_bytes())
 
 
 @pytest.mark.slow
 def test_coreml_compressed_is_within_30_percent_of_fp32_and_judged(tmp_path, keras_model, spec, calibration, judge):
-    from export import coreml
-    from export.quantization.coreml import SIZE_GOAL
+    from pocketml.export import coreml
+    from pocketml.export.quantization.coreml import SIZE_GOAL
+
     from pocketml.fsutil import tree_bytes
 
     out = tmp_path / "model-compressed.mlpackage"
@@ -226,8 +227,8 @@ def test_coreml_compressed_is_within_30_percent_of_fp32_and_judged(tmp_path, ker
 def test_palette_bias_correction_brings_the_6bit_core_ml_file_closer_to_keras(tmp_path, keras_model, spec, calibration, judge):
     # The real converter and palettiser on both models: the correction must simulate their rounding
     # (BatchNorm folded, fp16, coremltools' k-means) or it adds error instead of removing it.
-    from export import coreml
-    from export.quantization import coreml as ladder
+    from pocketml.export import coreml
+    from pocketml.export.quantization import coreml as ladder
 
     target = coreml.deployment_target(coreml.DEFAULT_TARGET)
     corrected, correction = bias_corrected(keras_model, calibration, palette_bits=6, min_elements=ladder.WEIGHT_THRESHOLD)

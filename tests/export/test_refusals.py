@@ -8,8 +8,8 @@ import shutil
 
 import h5py
 import pytest
+from pocketml.export.source import load_source
 
-from export.source import load_source
 from pocketml.app import cli
 from pocketml.errors import PocketMLError
 from tests.export.export_helpers import save_model_dir, tiny_classifier
@@ -92,7 +92,7 @@ def test_what_is_not_an_image_classifier_is_refused_in_one_line(build, message, 
 
 @pytest.mark.parametrize(("build", "message"), [REFUSED[0], REFUSED[2], REFUSED[-1]], ids=["channels-first", "outputs", "labels"])
 def test_the_cli_exits_2_with_the_line_and_writes_nothing(build, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("export.cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("pocketml.export.cli",))
     model_dir = save_model_dir(tmp_path / "m", build(), with_spec=False)
     (tmp_path / "labels.txt").write_text("a\nb\n")
     out = tmp_path / "out"

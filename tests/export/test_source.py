@@ -7,8 +7,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from pocketml.export.source import load_source, parse_image_size
 
-from export.source import load_source, parse_image_size
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file
 from tests.export.export_helpers import save_model_dir, tiny_classifier, tiny_model_dir

@@ -5,14 +5,14 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-
-from export.tflite_metadata import (
+from pocketml.export.tflite_metadata import (
     METADATA_NAME,
     ClassifierInfo,
     populate,
     read_associated_files,
     read_metadata,
 )
+
 from pocketml.fsutil import sha256_file
 from tests.export.export_helpers import real_tflite_export
 

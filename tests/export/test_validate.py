@@ -8,9 +8,9 @@ import json
 import shutil
 
 import pytest
+from pocketml.export.tolerances import TOLERANCES, violations
+from pocketml.export.validate import validate
 
-from export.tolerances import TOLERANCES, violations
-from export.validate import validate
 from pocketml.artifact import ExportManifest, Parity
 from pocketml.errors import PocketMLError, ValidationFailed
 from tests.export.export_helpers import TFLITE_PRECISIONS, real_tflite_export

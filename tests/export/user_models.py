@@ -31,10 +31,10 @@ class Parts:
 @functools.cache
 def fitted_parts(train_dir: Path) -> Parts:
     import keras
+    from pocketml.training.backbones import build_backbone, get_backbone, resolve_weights
     from sklearn.linear_model import LogisticRegression
 
     from pocketml.dataset import load_images, read_records
-    from training.backbones import build_backbone, get_backbone, resolve_weights
 
     lite = get_backbone("efficientnet_lite0")
     backbone = build_backbone(lite, SIZE, 1.0, resolve_weights(lite, "imagenet"))
@@ -238,7 +238,8 @@ def photo_test_split(photos_dir: Path) -> tuple[list[Path], np.ndarray, np.ndarr
 def exported_case(name: str, photos_dir: Path, base: Path, formats: tuple[str, ...] = ("tflite", "coreml", "onnx")):
     """(export dir, saved model path, the model) of CASES[name] exported fp32 and validated on the
     test photos. Cached: the export tests and the predict tests share one conversion."""
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
+
     from pocketml.configs.export import ExportConfig
 
     case = next(c for c in CASES if c.name == name)

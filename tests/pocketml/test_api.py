@@ -52,7 +52,9 @@ def test_a_users_export_folder_does_not_shadow_the_packages(tmp_path):
     # Where a user runs a notebook there is often an export/ (or training/) folder of their own.
     for name in ("export", "training", "acquisition", "benchmarks"):
         (tmp_path / name / "tflite").mkdir(parents=True)
-    code = "import export.tflite, training.train, acquisition.acquire, benchmarks.bench; print(export.tflite.SUFFIX)"
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('the user folder was imported')")
+    code = ("import pocketml.export.tflite, pocketml.training.train, pocketml.acquisition.acquire, "
+            "pocketml.benchmarks.bench; print(pocketml.export.tflite.SUFFIX)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == ".tflite"

@@ -1,6 +1,6 @@
-"""The layering you can see: pocketml's vocabulary imports no stage; only the orchestrator
-(pocketml/app) sits above them; nothing but the orchestrator imports benchmarks; speed scripts use
-public entry points and never import tests/."""
+"""The layering you can see: one installed namespace (every stage is imported as pocketml.STAGE);
+pocketml's vocabulary imports no stage; only the orchestrator (pocketml/app) sits above them; nothing
+but the orchestrator imports benchmarks; speed scripts use public entry points and never import tests/."""
 
 from __future__ import annotations
 
@@ -23,7 +23,16 @@ def imports(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def top(module: str) -> str:
-    return module.split(".")[0]
+    """The stage a module belongs to (pocketml.export.tflite -> export), else its first name."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "pocketml" and len(parts) > 1 and parts[1] in STAGES else parts[0]
+
+
+def test_every_stage_is_imported_through_the_pocketml_namespace():
+    sources = [p for p in ROOT.rglob("*.py") if not {".venv", ".venv-bench", "build"} & set(p.relative_to(ROOT).parts)]
+    assert len(sources) > 100
+    offenders = {f"{p.relative_to(ROOT)} imports {m}" for p in sources for m, _ in imports(p) if m.split(".")[0] in STAGES}
+    assert offenders == set()
 
 
 def test_the_vocabulary_imports_no_stage():

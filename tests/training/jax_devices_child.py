@@ -16,11 +16,12 @@ SIZE = 48  # px: below this Lite0's 1x1 feature map leaves a tiny model near-con
 def check_wrapped_predictions_keep_their_order(images: np.ndarray) -> None:
     """Phase 1's augmented-feature model, without augmentation, gives the extractor's features in order
     when Keras' worker threads serve the batches (JAX's predict once shifted them by a batch)."""
+    from pocketml.training import model as model_lib
+    from pocketml.training.augment import AugmentedFeatures
+    from pocketml.training.loader import predict_images
+    from pocketml.training.train import new_classifier
+
     from pocketml.configs.train import TrainConfig
-    from training import model as model_lib
-    from training.augment import AugmentedFeatures
-    from training.loader import predict_images
-    from training.train import new_classifier
 
     classifier = new_classifier(TrainConfig(backbone="efficientnet_lite0", image_size=SIZE), 2)
     extractor = model_lib.feature_extractor(classifier)
@@ -31,10 +32,10 @@ def check_wrapped_predictions_keep_their_order(images: np.ndarray) -> None:
 
 def main(dataset: str, out: str) -> None:
     import keras
+    from pocketml.training.data import decoded_images, load_splits
+    from pocketml.training.train import train
 
     from pocketml.configs.train import TrainConfig
-    from training.data import decoded_images, load_splits
-    from training.train import train
 
     assert keras.backend.backend() == "jax"
     images = decoded_images(load_splits(dataset).val, SIZE)

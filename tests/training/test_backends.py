@@ -18,8 +18,7 @@ from tests.conftest import PROJECT_ROOT
 
 def test_jax_backend_trains_in_a_subprocess_and_this_process_stays_on_tensorflow(photos_dir, tmp_path):
     import keras
-
-    from training.train import train
+    from pocketml.training.train import train
 
     config = TrainConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=32, batch_size=16,
                          epochs_frozen=2, epochs_finetune=0, feature_cache_copies=0, backend="jax")
@@ -33,7 +32,7 @@ def test_jax_backend_trains_in_a_subprocess_and_this_process_stays_on_tensorflow
 
 
 def test_an_error_inside_the_subprocess_is_the_same_one_line_user_error(photos_dir, tmp_path):
-    from training.train import train
+    from pocketml.training.train import train
 
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint at all")  # passes the checks before the subprocess starts

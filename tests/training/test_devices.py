@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from pocketml.configs.train import TrainConfig
-from pocketml.errors import PocketMLError
-from training.devices import (
+from pocketml.training.devices import (
     ACCELERATOR_BATCH,
     MIN_STEPS_PER_EPOCH,
     Devices,
@@ -18,6 +15,9 @@ from training.devices import (
     resolve_backend,
     scaled_batch,
 )
+
+from pocketml.configs.train import TrainConfig
+from pocketml.errors import PocketMLError
 
 
 @pytest.mark.parametrize(("devices", "precision"), [
@@ -75,7 +75,7 @@ def test_unusable_backends_and_precisions_are_user_errors(monkeypatch):
 
 
 def test_tensorflow_plan_on_this_cpu():
-    from training.devices import device_plan
+    from pocketml.training.devices import device_plan
 
     plan = device_plan(TrainConfig(batch_size=24, loader_workers=3), 96)
     assert plan.record() == {"backend": "tensorflow", "platform": "cpu", "devices": 1, "kind": "cpu",

@@ -11,10 +11,10 @@ import pickle
 
 import numpy as np
 import pytest
+from pocketml.training import efficientnet_lite
+from pocketml.training.torch_weights import LEGACY_MAGIC, LEGACY_PROTOCOL, load_legacy_state_dict
 
 from pocketml.errors import PocketMLError
-from training import efficientnet_lite
-from training.torch_weights import LEGACY_MAGIC, LEGACY_PROTOCOL, load_legacy_state_dict
 
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -79,8 +79,7 @@ def test_check_trains_both_phases_with_jax_on_two_devices_without_tensorflow(che
 
 def test_jax_trained_model_scores_the_same_on_tensorflow(check_run, photos_dir):
     import keras
-
-    from training.data import decoded_images, load_splits
+    from pocketml.training.data import decoded_images, load_splits
 
     tmp, figures = check_run
     assert keras.backend.backend() == "tensorflow"

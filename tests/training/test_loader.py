@@ -12,20 +12,20 @@ SIZE = 48
 
 @pytest.fixture(scope="module")
 def splits(photos_dir):
-    from training.data import load_splits
+    from pocketml.training.data import load_splits
 
     return load_splits(photos_dir)
 
 
 @pytest.fixture(scope="module")
 def train_images(splits):
-    from training.data import decoded_images
+    from pocketml.training.data import decoded_images
 
     return decoded_images(splits.train, SIZE)
 
 
 def test_decoded_and_lazy_images_are_load_image_pixels(splits, train_images):
-    from training.data import LazyImages, split_images
+    from pocketml.training.data import LazyImages, split_images
 
     expected = load_images(splits.train.paths[:5], (SIZE, SIZE))
     assert train_images.dtype == np.uint8 and train_images.shape == (96, SIZE, SIZE, 3)
@@ -37,7 +37,7 @@ def test_decoded_and_lazy_images_are_load_image_pixels(splits, train_images):
 
 
 def test_inference_batches_keep_order_and_pad_to_one_shape(splits, train_images):
-    from training.loader import ImageBatches
+    from pocketml.training.loader import ImageBatches
 
     batches = ImageBatches(train_images, 40, workers=1)
     shapes = [batches[i].shape for i in range(len(batches))]
@@ -47,7 +47,7 @@ def test_inference_batches_keep_order_and_pad_to_one_shape(splits, train_images)
 
 
 def test_training_batches_reshuffle_each_epoch_and_see_every_image(splits, train_images):
-    from training.loader import ImageBatches
+    from pocketml.training.loader import ImageBatches
 
     def epoch_batches(batches):
         out = [batches[i] for i in range(len(batches))]
@@ -73,7 +73,7 @@ def test_training_batches_reshuffle_each_epoch_and_see_every_image(splits, train
 
 
 def test_fixed_steps_per_epoch_cycle_through_the_set(splits, train_images):
-    from training.loader import ImageBatches
+    from pocketml.training.loader import ImageBatches
 
     batches = ImageBatches(train_images, 64, labels=splits.train.labels, shuffle=True, steps=5, workers=1)
     position = {image.tobytes(): i for i, image in enumerate(train_images)}
@@ -85,8 +85,7 @@ def test_fixed_steps_per_epoch_cycle_through_the_set(splits, train_images):
 
 def test_augmentation_changes_training_batches_only(train_images):
     import keras
-
-    from training.augment import Augment, AugmentedTrainer
+    from pocketml.training.augment import Augment, AugmentedTrainer
 
     inputs = keras.Input((SIZE, SIZE, 3))
     identity = keras.Model(inputs, keras.layers.Identity()(inputs))
@@ -101,9 +100,8 @@ def test_augmentation_changes_training_batches_only(train_images):
 
 def test_augmented_features_differ_per_pass_and_clean_features_match(splits, train_images):
     import keras
-
-    from training.augment import Augment, AugmentedFeatures
-    from training.loader import predict_images
+    from pocketml.training.augment import Augment, AugmentedFeatures
+    from pocketml.training.loader import predict_images
 
     inputs = keras.Input((SIZE, SIZE, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -120,8 +118,7 @@ def test_wrappers_are_built_before_keras_sees_any_batch(train_images):
     """Keras' JAX predict builds an unbuilt model on the first batch and cannot rewind a threaded
     PyDataset: outputs would shift by a batch. Built at construction, nothing is consumed."""
     import keras
-
-    from training.augment import Augment, AugmentedFeatures, AugmentedTrainer
+    from pocketml.training.augment import Augment, AugmentedFeatures, AugmentedTrainer
 
     inputs = keras.Input((SIZE, SIZE, 3))
     inner = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))

@@ -28,13 +28,13 @@ def tiny_config(**overrides) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def trained_dir(photos_dir, tmp_path_factory):
-    from training.train import train
+    from pocketml.training.train import train
 
     return train(photos_dir, tmp_path_factory.mktemp("trained"), tiny_config())
 
 
 def test_model_dir_holds_everything_an_export_needs(trained_dir):
-    from training.efficientnet_lite import checkpoint_path
+    from pocketml.training.efficientnet_lite import checkpoint_path
 
     for name in ("model.keras", "spec.json", "labels.txt", "history.csv", "eval.json", "training.json",
                  "confusion_matrix.png", "misclassified.png"):
@@ -89,7 +89,7 @@ def test_history_and_eval_report_both_phases(trained_dir):
 
 
 def test_class_weights_balance_manifest_counts(tmp_path, photos_dir):
-    from training.data import class_weights, load_splits
+    from pocketml.training.data import class_weights, load_splits
 
     root = write_manifest(tmp_path / "ds", subset_rows(photos_dir, {"val": 2}) + [
         r for r in subset_rows(photos_dir, {"train": 6}) if r["label"] == "cat"
@@ -103,7 +103,7 @@ def test_class_weights_balance_manifest_counts(tmp_path, photos_dir):
     pytest.param("mobilenet_v3_large", marks=pytest.mark.slow), pytest.param("resnet50", marks=pytest.mark.slow),
 ])
 def test_backbone_names_its_top_blocks(name):
-    from training.backbones import Weights, build_backbone, get_backbone
+    from pocketml.training.backbones import Weights, build_backbone, get_backbone
 
     backbone = get_backbone(name)
     model = build_backbone(backbone, 32, 1.0, Weights("none"))
@@ -114,7 +114,7 @@ def test_backbone_names_its_top_blocks(name):
 
 
 def test_missing_val_split_is_a_user_error(tmp_path, photos_dir):
-    from training.train import train
+    from pocketml.training.train import train
 
     root = write_manifest(tmp_path / "ds", subset_rows(photos_dir, {"train": 2}))
     with pytest.raises(PocketMLError, match="no val split"):
@@ -123,7 +123,7 @@ def test_missing_val_split_is_a_user_error(tmp_path, photos_dir):
 
 
 def test_class_without_training_images_is_a_user_error(tmp_path, photos_dir):
-    from training.train import train
+    from pocketml.training.train import train
 
     rows = [r for r in subset_rows(photos_dir, {"train": 2}) if r["label"] == "cat"]
     root = write_manifest(tmp_path / "ds", rows + subset_rows(photos_dir, {"val": 2}))
@@ -132,7 +132,7 @@ def test_class_without_training_images_is_a_user_error(tmp_path, photos_dir):
 
 
 def test_too_small_image_and_unknown_backbone_are_user_errors(photos_dir, tmp_path):
-    from training.train import train
+    from pocketml.training.train import train
 
     with pytest.raises(PocketMLError, match="too small for mobilenet_v2; it needs at least 32"):
         train(photos_dir, tmp_path / "out", TrainConfig(weights="none", image_size=16))
@@ -144,7 +144,7 @@ def test_too_small_image_and_unknown_backbone_are_user_errors(photos_dir, tmp_pa
 
 
 def test_offline_imagenet_download_names_the_alternatives(monkeypatch):
-    from training.backbones import Weights, _keras_cached_file, build_backbone, get_backbone
+    from pocketml.training.backbones import Weights, _keras_cached_file, build_backbone, get_backbone
 
     cached = _keras_cached_file("mobilenet_v2", 0.35, 96)
     if cached and cached.exists():
@@ -159,14 +159,14 @@ def test_offline_imagenet_download_names_the_alternatives(monkeypatch):
 def test_cli_reports_bad_backbone_on_one_line(photos_dir, tmp_path):
     import argparse
 
-    from training.cli import register
+    from pocketml.training.cli import register
 
     parser = argparse.ArgumentParser(prog="pocketml")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", str(photos_dir), "--out", str(tmp_path / "m"), "--backbone", "resnet",
                               "--epochs", "3", "--no-augment", "--backend", "tensorflow", "--precision", "float32",
                               "--devices", "1", "--device-batch-size", "64", "--steps-per-epoch", "5"])
-    from training.cli import config_from_args
+    from pocketml.training.cli import config_from_args
 
     config = config_from_args(args)
     assert (config.epochs_frozen, config.augment, config.backbone) == (3, False, "resnet")
@@ -182,8 +182,7 @@ def test_cli_reports_bad_backbone_on_one_line(photos_dir, tmp_path):
 @pytest.mark.slow
 def test_resnet50_takes_rgb_like_keras_takes_bgr():
     import keras
-
-    from training.backbones import Weights, build_backbone, get_backbone
+    from pocketml.training.backbones import Weights, build_backbone, get_backbone
 
     keras.utils.set_random_seed(3)
     keras_bgr = keras.applications.ResNet50(input_shape=(32, 32, 3), include_top=False, weights=None)

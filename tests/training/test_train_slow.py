@@ -33,7 +33,7 @@ def _val_accuracy(model_dir) -> float:
 @pytest.fixture(scope="module")
 def hotdog_models(hotdog_dir, tmp_path_factory):
     """{backend: model dir} for the same config trained on TensorFlow (here) and JAX (a subprocess)."""
-    from training.train import train
+    from pocketml.training.train import train
 
     out = {}
     for backend in ("tensorflow", "jax"):
@@ -64,7 +64,8 @@ def test_jax_backend_trains_hotdog_within_2_points_of_tensorflow(hotdog_models):
 
 @pytest.mark.slow
 def test_jax_trained_model_exports_to_every_format_with_fp32_parity(hotdog_models, hotdog_dir, tmp_path):
-    from export.exporter import export_model
+    from pocketml.export.exporter import export_model
+
     from pocketml.configs.export import ExportConfig
 
     config = ExportConfig(formats=["tflite", "coreml", "onnx"], precisions=["fp32"], calibration=hotdog_dir,
@@ -86,7 +87,7 @@ def test_mobilenet_v2_035_shared_weights_trains_on_hotdog(hotdog_dir, mobilenet_
                          feature_cache_copies=2, patience=8)
     started = time.perf_counter()
     out = tmp_path / "model"
-    from training.train import train
+    from pocketml.training.train import train
 
     train(hotdog_dir, out, config)
     seconds = time.perf_counter() - started
