@@ -1,6 +1,6 @@
 """Batch-1 latency the way a phone app runs a model: one camera frame at a time.
 
-The timed call is a Predictor's invoker (export/predictor.py): the runtime's own work on a prepared
+The timed call is a Predictor's invoker (export/runtime.py): the runtime's own work on a prepared
 frame, set up by the format module with an explicit thread count exactly as predict sets it up.
 Timed runs alternate with blocks of the same call in a bare loop, which measures what the harness
 itself adds (timestamps, bookkeeping) on this very machine.

@@ -208,7 +208,7 @@ def nncf_row(fp32: Path, calibration, judge, work: Path) -> dict:
 def model_figures(name: str, model_dir: Path, dataset: Path) -> dict:
     from pocketml.export.judge import judge_for
     from pocketml.export.keras_model import KerasPredictor
-    from pocketml.export.source import load_source
+    from pocketml.export.model_source import load_source
 
     from pocketml.dataset import choose_images, load_images
 

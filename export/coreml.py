@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pocketml.export.predictor import META_SPEC, check_images, spec_from_metadata
 from pocketml.export.registry import Converted
+from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
@@ -283,7 +283,7 @@ def read_spec(path: Path) -> ModelSpec:
 
 
 class CoreMLPredictor:
-    """An .mlpackage run by the Core ML runtime (macOS only); see export/predictor.py."""
+    """An .mlpackage run by the Core ML runtime (macOS only); see export/runtime.py."""
 
     def __init__(self, path: Path) -> None:
         import coremltools as ct

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from pocketml.export.coreml_mil import MilOp, MilProgram, load_program
-from pocketml.export.predictor import check_images
+from pocketml.export.runtime import check_images
 
 from pocketml.errors import PocketMLError
 

@@ -17,8 +17,8 @@ from types import ModuleType
 import numpy as np
 from pocketml.export.judge import Judge, artifact_verdict, judge_for
 from pocketml.export.keras_model import KerasPredictor
+from pocketml.export.model_source import ModelSource, load_source
 from pocketml.export.registry import Converted, check_formats, format_module, format_names
-from pocketml.export.source import Source, load_source
 
 from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, Parity
 from pocketml.config import from_settings
@@ -82,7 +82,7 @@ def _convert_options(module: ModuleType, config: ExportConfig, judge: Judge | No
 
 
 def export_variant(
-    source: Source,
+    source: ModelSource,
     module: ModuleType,
     precision: str,
     out_dir: Path,
@@ -111,7 +111,7 @@ def export_variant(
     return artifact
 
 
-def model_record(source: Source, config: ExportConfig) -> dict:
+def model_record(source: ModelSource, config: ExportConfig) -> dict:
     """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
     return {
         **source.spec.to_dict(),

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from pocketml.export.predictor import META_SPEC, check_images, spec_from_metadata
 from pocketml.export.registry import Converted
+from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
 from pocketml.errors import PocketMLError
 from pocketml.spec import ModelSpec
@@ -356,7 +356,7 @@ def read_spec(path: Path) -> ModelSpec:
 
 
 class OnnxPredictor:
-    """An ONNX file run by onnxruntime on the CPU; see export/predictor.py for the contract."""
+    """An ONNX file run by onnxruntime on the CPU; see export/runtime.py for the contract."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         metadata = read_metadata(path)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.export.predictor import check_images
 from pocketml.export.registry import Converted
+from pocketml.export.runtime import check_images
 from pocketml.export.tflite_metadata import ClassifierInfo, populate
 
 from pocketml.errors import PocketMLError

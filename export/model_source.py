@@ -37,7 +37,7 @@ PREPROCESS_HINT = f"--preprocess {'|'.join(p for p in PRESETS if p != 'none')} o
 
 
 @dataclass
-class Source:
+class ModelSource:
     model: Any  # the classifier (export/graph.py): `image` float32 [N,H,W,3] RGB 0..255 -> probabilities
     spec: ModelSpec
     path: Path | None  # the model file or directory; None for a keras.Model handed over from Python
@@ -392,7 +392,7 @@ def load_source(
     image_size: str | tuple[int, int] | None = None,
     preprocess: Normalization | None = None,
     custom_objects: dict | None = None,
-) -> Source:
+) -> ModelSource:
     """The checked classifier (see load_classifier) and its spec; `labels` replaces spec.json's labels."""
     labels_file = Path(labels) if labels is not None else None
     if labels_file is not None and not labels_file.is_file():
@@ -404,4 +404,4 @@ def load_source(
         raise PocketMLError(
             f"{spec.num_classes} labels but the model outputs {classes} classes; give exactly {classes} labels"
         )
-    return Source(loaded.model, spec, loaded.network.path, loaded.notes, loaded.network.kind)
+    return ModelSource(loaded.model, spec, loaded.network.path, loaded.notes, loaded.network.kind)
