@@ -101,7 +101,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
     import tempfile
 
     from pocketml.export.quantization import coreml as ladder
-    from pocketml.export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization.search import move_into_place, run_ladder, worst_note
 
     from pocketml.fsutil import tree_bytes
 
@@ -132,7 +132,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
         rank = facts.pop("rank")
         if images is not None:
             rank()  # the export names the ops whose compression costs most even when an early rung passes
-        place(outcome.path, out_path)
+        move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
     notes = [f"coreml compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
@@ -144,7 +144,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
 
 def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: int, facts: dict) -> Converted:
     """Without evaluation images nothing can be judged: the first rung within the size goal is kept."""
-    from pocketml.export.quantization.search import Step, place
+    from pocketml.export.quantization.search import Step, move_into_place
 
     from pocketml.fsutil import tree_bytes
 
@@ -157,7 +157,7 @@ def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: 
         why = precheck(step)
         tried.append(f"{rung.step}: {why or 'within the size goal'}")
         if why is None:
-            place(path, out_path)
+            move_into_place(path, out_path)
             note = (f"coreml compressed: {rung.step}, {step.bytes / fp32_bytes:.3f} of fp32's size; not judged "
                     "(no evaluation images), so no rung's accuracy was checked")
             return Converted([note], {"integer_only": built.integer_only, "float_ops": built.float_ops,

@@ -113,7 +113,7 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
     import tempfile
 
     from pocketml.export.quantization import onnx as ladder
-    from pocketml.export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization.search import move_into_place, run_ladder, worst_note
 
     finish = lambda proto: finished(proto, spec, precision)  # noqa: E731
     facts: dict = {}
@@ -133,7 +133,7 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
             raise PocketMLError("every rung of the onnx int8 ladder failed: "
                                 + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
         facts.pop("rank")()  # the export names the costliest tensors even when the first rung passes
-        place(outcome.path, out_path)
+        move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
     kind = "integer-only (softmax float)" if outcome.built.integer_only else f"{len(outcome.built.float_ops)} ops float"
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"

@@ -201,7 +201,7 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
     return step, path, built
 
 
-def place(path: Path, out_path: Path) -> None:
+def move_into_place(path: Path, out_path: Path) -> None:
     """Move the chosen candidate's file (or package directory) to `out_path`, replacing what is there."""
     out_path = Path(out_path)
     if out_path.is_dir():
