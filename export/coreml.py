@@ -17,6 +17,7 @@ import numpy as np
 from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
+from pocketml.configs.export import COREML_TARGET, COREML_TARGETS
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
 
@@ -44,8 +45,8 @@ request.imageCropAndScaleOption = .centerCrop  // the model was trained on centr
 try VNImageRequestHandler(cvPixelBuffer: pixelBuffer).perform([request])
 ```"""
 
-DEFAULT_TARGET = "iOS16"  # the first iOS whose Core ML runs compressed (constexpr) weights
-TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment targets
+DEFAULT_TARGET = COREML_TARGET  # the first iOS whose Core ML runs compressed (constexpr) weights
+TARGETS = COREML_TARGETS  # accepted minimum deployment targets (declared with the [export] config)
 INPUT_NAME = "image"
 PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
 

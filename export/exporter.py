@@ -53,7 +53,12 @@ def planned_variants(
             f"unknown precision(s) {', '.join(unknown)} for formats {', '.join(modules)}; accepted: {', '.join(offered)}"
         )
     if precisions:
-        return [(f, p) for f, m in modules.items() for p in m.PRECISIONS if p in precisions], []
+        pairs = [(f, p) for f, m in modules.items() for p in m.PRECISIONS if p in precisions]
+        uncalibrated = [f"{f} {p}" for f, p in pairs if p in modules[f].NEEDS_CALIBRATION and not has_calibration]
+        if uncalibrated:
+            raise PocketMLError(f"{', '.join(uncalibrated)} need(s) calibration images; pass --calibration DIR "
+                                "(a folder of the images the model will see) or leave that precision out")
+        return pairs, []
     pairs, notes = [], []
     for fmt, module in modules.items():
         for precision in module.PRECISIONS:
@@ -144,12 +149,12 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
     # Every check that can reject the input runs before the first write.
     modules = format_modules(config.formats)
     calibration_set, evaluation_set = image_sets(config)
+    variants, skipped = planned_variants(modules, config.precisions, calibration_set is not None)
     with library_output(out_dir):
         source = load_source(model, labels=config.labels, image_size=config.image_size,
                              preprocess=config.normalization)
         size = source.spec.image_size
         calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
-        variants, skipped = planned_variants(modules, config.precisions, calibration is not None)
         for note in [*source.notes, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
             console.print(f"note: {note}")
         judge = None

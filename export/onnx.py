@@ -18,6 +18,7 @@ import numpy as np
 from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
+from pocketml.configs.export import ONNX_OPSET, ONNX_OPSETS
 from pocketml.errors import PocketMLError
 from pocketml.spec import ModelSpec
 
@@ -44,8 +45,8 @@ probabilities = session.run(None, {{session.get_inputs()[0].name: pixels}})[0][0
 print(labels[int(probabilities.argmax())], float(probabilities.max()))
 ```"""
 
-OPSET = 17  # the default opset: ONNX Runtime Mobile and every current runtime execute it
-OPSETS = range(13, 19)  # 13: per-channel QDQ needs it; 18: the newest tf2onnx 1.17 writes
+OPSET = ONNX_OPSET  # the default opset (the accepted range is declared with the [export] config)
+OPSETS = ONNX_OPSETS
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 CALIBRATION_BATCH = 16  # images per calibration batch: bounds memory while collecting ranges

@@ -44,7 +44,7 @@ def test_a_minimal_file_gets_every_other_setting_from_the_stage_defaults(tmp_pat
          r"unknown key 'trian' \(did you mean 'train'\?\); accepted keys: acquire, bench, curate, export, run_dir, train"),
         (GLYPHS + "[bench]\nthread = [1]\n", r"unknown key 'bench.thread' \(did you mean 'threads'\?\); accepted keys: .*min_time_s"),
         (GLYPHS + "[train]\nepochs_frozen = \"ten\"\n", r"train.epochs_frozen = 'ten' is not accepted; expected int"),
-        (GLYPHS + "[export]\nopset = 9\n", r"opset 9 is too old; accepted: 13 or newer"),
+        (GLYPHS + "[export]\nopset = 9\n", r"opset 9 is not accepted; use 13..18"),
         (GLYPHS + "[acquire.download]\nthreds = 4\n", r"unknown key 'acquire.download.threds' \(did you mean 'threads'\?\)"),
         (GLYPHS.replace("per_letter", "per_leter"),
          r"unknown key 'acquire.sources\[0\]\(glyphs\).per_leter' \(did you mean 'per_letter'\?\)"),
