@@ -56,15 +56,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def check_config(config: BenchConfig) -> None:
-    if not config.threads or any(t < 1 for t in config.threads):
-        raise PocketMLError(f"threads {config.threads} is not accepted; give thread counts >= 1, e.g. 1,4")
-    if config.min_time_s < 0 or config.min_runs < 1 or config.max_runs < config.min_runs or config.block_runs < 1:
-        raise PocketMLError("min_time_s >= 0, min_runs >= 1, max_runs >= min_runs and block_runs >= 1 are required")
-    if config.budget_points < 0:
-        raise PocketMLError(f"budget_points {config.budget_points} is not accepted; give 0 or more percentage points")
-
-
 def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) -> Path | None:
     """The Keras original: the config's, else the manifest's model.source (relative to the export dir)."""
     given = config.keras_model or manifest.model.get("source")
@@ -281,7 +272,6 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
     recommendations.json to `out_dir` (the bench stage's own directory); return the results.
     """
     config = config or BenchConfig()
-    check_config(config)
     export_dir = Path(export_dir)
     manifest = ExportManifest.load(export_dir)
     if "labels" not in manifest.model or "image_size" not in manifest.model:
@@ -300,7 +290,6 @@ def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfi
     export directory.
     """
     config = config or BenchConfig()
-    check_config(config)
     # Loading the files and the reference imports the runtimes, whose banners belong in the log too.
     with library_output(out_dir):
         manifest, models = files_manifest([Path(p) for p in paths], labels, reference)

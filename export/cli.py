@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--images", type=Path, metavar="PATH",
                         help="evaluation images: the test (else val) split of PATH; default: the held-out split of "
                         "--calibration. Without --calibration, PATH's train split calibrates")
-    export.add_argument("--min-ios", default=COREML_TARGET,
+    export.add_argument("--min-ios", default=COREML_TARGET, metavar="TARGET",
                         help=f"Core ML minimum deployment target: {', '.join(COREML_TARGETS)} (default {COREML_TARGET})")
     export.add_argument("--opset", type=int, default=ONNX_OPSET,
                         help=f"ONNX opset, {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1} (default {ONNX_OPSET})")

@@ -69,6 +69,11 @@ def planned_variants(
     return pairs, notes
 
 
+def check_config(config: ExportConfig, has_calibration: bool) -> list[tuple[str, str]]:
+    """The (format, precision) pairs an [export] section asks for, every name checked before anything runs."""
+    return planned_variants(format_modules(config.formats), config.precisions, has_calibration)[0]
+
+
 def _precision_order(precision: str) -> tuple[int, str]:
     return (PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS), precision)
 

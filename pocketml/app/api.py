@@ -30,10 +30,10 @@ def acquire(out_dir: str | Path, sources: list[dict], **settings: Any) -> dict:
     """Fetch, verify and store the images of `sources` ([{"type": "urls", ...}, ...]) into `out_dir`;
     a rerun resumes. Returns the acquisition summary (also in out_dir/acquisition.json)."""
     from pocketml.acquisition.acquire import acquire as run_acquire
-    from pocketml.app.pipeline import validate_sources
+    from pocketml.acquisition.sources import check_sources
 
     config = _config(AcquireConfig, {"sources": sources, **settings}, "acquire")
-    validate_sources(config)
+    check_sources(config.sources)
     return run_acquire(config, Path(out_dir))
 
 

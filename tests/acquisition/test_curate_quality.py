@@ -47,6 +47,20 @@ def test_unknown_flag_in_exclude_list_is_rejected_naming_the_accepted_ones():
         from_mapping(CurateConfig, {"near_distance": 12, "group_distance": 10}, "curate")
 
 
+def test_a_looser_near_distance_widens_the_unset_group_distance_alike_in_toml_api_and_cli(tmp_path):
+    from pocketml.acquisition.cli_curate import config_from_args
+
+    from pocketml.app.cli import build_parser
+
+    assert from_mapping(CurateConfig, {"near_distance": 12}, "curate").group_distance == 12
+    assert CurateConfig(near_distance=4).group_distance == 10
+    toml = tmp_path / "c.toml"
+    toml.write_text("[curate]\nseed = 3\n")
+    args = build_parser().parse_args(["curate", "d", "--config", str(toml), "--near-distance", "12"])
+    config = config_from_args(args)
+    assert (config.seed, config.near_distance, config.group_distance) == (3, 12, 12)
+
+
 def test_dhash_confirmation_separates_phash_lookalikes():
     def item(k: int, label: str, phash: int, dhash: int) -> Item:
         facts = ImageFacts(Path(f"{k}.jpg"), 100, 100, f"pixels{k}", phash, dhash)
