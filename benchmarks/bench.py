@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.benchmarks import cost, estimates, latency, peak, recommend, report
+from pocketml.benchmarks import cost, estimates, peak, recommend, report
 from pocketml.benchmarks.common import machine_info
 from pocketml.export.registry import format_module, format_names
 
+from pocketml import latency
 from pocketml.artifact import (
     EXPORTED,
     FAILED_PARITY,
