@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pocketml import latency
 from pocketml.artifact import PASSED, Parity
 from pocketml.fsutil import tree_bytes
 
@@ -119,15 +120,9 @@ def latency_ms(module: ModuleType, path: Path, image: np.ndarray) -> float | Non
     if module.latency_unavailable() is not None:
         return None
     call = module.load(path, threads=1).invoker(image[None])
-    for _ in range(WARMUP_RUNS):
-        call()
-    samples = []
-    started = time.perf_counter()
-    while len(samples) < TIMED_RUNS and (len(samples) < 5 or time.perf_counter() - started < TIMED_SECONDS):
-        t0 = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t0)
-    return round(1000 * float(np.median(samples)), 4)
+    figures = latency.measure(call, min_time_s=TIMED_SECONDS, min_runs=5, max_runs=TIMED_RUNS,
+                              warmup_runs=WARMUP_RUNS, block_runs=TIMED_RUNS, bare=False)
+    return round(figures["p50_ms"], 4)
 
 
 def _closeness(step: Step) -> tuple:
