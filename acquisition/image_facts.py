@@ -20,6 +20,7 @@ from pocketml.acquisition import hashing, quality
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import progress
 from pocketml.dataset import decode_rgb
+from pocketml.errors import reason_of
 
 PARALLEL_FROM = 48  # images; below this, starting worker processes costs more than it saves
 
@@ -46,7 +47,7 @@ def facts_of(path: Path, config: CurateConfig) -> ImageFacts:
         rgb = decode_rgb(path)
         baseline = thumbnail(path, config.baseline_size)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        return ImageFacts(path=path, error=f"{type(exc).__name__}: {exc}")
+        return ImageFacts(path=path, error=reason_of(exc))
     height, width = rgb.shape[:2]
     grey = hashing.grey(rgb)
     measured = quality.measures(rgb)

@@ -36,7 +36,7 @@ from pocketml.artifact import (
 from pocketml.configs.bench import BenchConfig
 from pocketml.console import library_output, progress
 from pocketml.dataset import ImageSet, evaluation_set, load_images
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import sha256_file, tree_bytes
 from pocketml.spec import Normalization
 
@@ -115,11 +115,6 @@ def verdict_figures(artifact: Artifact) -> dict:
     }
 
 
-def short_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-
-
 def latency_image(manifest: ExportManifest, size: tuple[int, int]) -> np.ndarray:
     """The frame latency is timed on: the first evaluation image (a real photo), else seeded noise."""
     recorded = manifest.images.get("evaluation")
@@ -170,7 +165,7 @@ class Bench:
             predictor = load_keras_predictor(path, self.size, normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
-            row.update(status=ROW_FAILED, reason=short_reason(exc))
+            row.update(status=ROW_FAILED, reason=reason_of(exc))
             return row
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
         self.time_runs(row, {"tf-default": predictor})
@@ -216,14 +211,14 @@ class Bench:
             try:
                 self.time_runs(row, {str(threads): module.load(path, threads=threads)})
             except Exception as exc:  # one thread setting failing must not hide the others
-                row["notes"].append(f"latency at {threads} threads failed: {short_reason(exc)}")
+                row["notes"].append(f"latency at {threads} threads failed: {reason_of(exc)}")
 
     def time_runs(self, row: dict, predictors: dict[str, Any]) -> None:
         for key, predictor in predictors.items():
             try:
                 row["latency"][key] = self.timed(predictor.invoker(self.image), key)
             except Exception as exc:  # the row keeps its quality figures
-                row["notes"].append(f"latency at {key} failed: {short_reason(exc)}")
+                row["notes"].append(f"latency at {key} failed: {reason_of(exc)}")
         self.flag_overhead(row)
 
     def flag_overhead(self, row: dict) -> None:
@@ -240,7 +235,7 @@ class Bench:
         try:
             row["memory"] = cost.peak_memory(fmt, path, self.size, self.config.memory_runs)
         except Exception as exc:  # memory is context; its failure does not fail the row
-            row["notes"].append(f"peak memory not measured: {short_reason(exc)}")
+            row["notes"].append(f"peak memory not measured: {reason_of(exc)}")
 
 
 def timed_row(measure_row, *args) -> dict:

@@ -25,7 +25,7 @@ from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import ImageSet, choose_images, load_images
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
 
@@ -110,7 +110,7 @@ def export_variant(
                                     **_convert_options(module, config, judge))
     except Exception as exc:  # any converter crash is recorded for this variant; the others go on
         artifact.status = FAILED
-        artifact.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        artifact.reason = reason_of(exc)
         artifact.parity.reason = "not exported"
         return artifact
     converted = result if isinstance(result, Converted) else Converted(list(result or []))

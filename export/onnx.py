@@ -19,7 +19,7 @@ from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
 from pocketml.configs.export import ONNX_OPSET, ONNX_OPSETS
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, one_line
 from pocketml.spec import ModelSpec
 
 FORMAT = "onnx"
@@ -405,7 +405,7 @@ def _session(path: Path, threads: int | None):
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.NoSuchFile) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first_line = one_line(str(exc), type(exc).__name__)
         raise PocketMLError(f"onnxruntime cannot load {path}: {first_line}") from exc
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from pocketml import latency
 from pocketml.artifact import PASSED, Parity
+from pocketml.errors import reason_of
 from pocketml.fsutil import tree_bytes
 
 MAX_STEPS = 8  # candidates judged at most per file: each costs a conversion and an evaluation
@@ -182,7 +183,7 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
             return step, path, None
         probs = module.load(path).predict(judge.images)
     except Exception as exc:  # a rung whose converter or runtime fails is recorded; the next rung goes on
-        step.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        step.reason = reason_of(exc)
         step.seconds = round(time.perf_counter() - start, 2)
         return step, path, None
     parity: Parity = judge.parity(precision, probs)
