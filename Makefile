@@ -63,3 +63,9 @@ gpu-check-data:
 	test -d $(SHARED_DATA)/hotdog || { echo "no $(SHARED_DATA)/hotdog; set POCKETML_SHARED_DATA"; exit 1; }
 	rm -rf $(GPU_DIR)/data/hotdog && mkdir -p $(GPU_DIR)/data && cp -r $(SHARED_DATA)/hotdog $(GPU_DIR)/data/hotdog
 	chmod -R u+w $(GPU_DIR)/data
+
+# Python 3.13 proof (root, debootstrap, network to Debian and PyPI): the wheel with its dependencies in
+# a Debian 13 chroot exports a small model to TFLite, ONNX and Core ML and predicts with each file.
+.PHONY: py313-check
+py313-check: $(STAMP)
+	$(BIN)/python benchmarks/py313_check.py

@@ -31,6 +31,7 @@ from pocketml.console import print_table, progress
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, atomic_write_json
 
+SUMMARY_FILE = "acquisition.json"  # the run summary acquire returns, rewritten at the end of every run
 STRAGGLER_BATCH = 64  # handed-back URLs per straggler task: they mostly wait, so all of a batch run at once
 
 
@@ -55,7 +56,7 @@ def acquire(config: AcquireConfig, out_dir: Path) -> dict:
         summary = _summary(state, out_dir, run, time.monotonic() - started, reopened, config.executor)
     finally:
         state.close()
-    atomic_write_json(out_dir / "acquisition.json", summary)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
     print_summary(summary)
     if run.failed:
         raise PocketMLError(f"{len(run.failed)} shard(s) lost their worker {config.max_retries + 1} times "

@@ -18,14 +18,14 @@ def register(subparsers) -> None:
     p.add_argument("--urls", type=Path, action="append", default=[], help="a URL list (text, CSV/TSV, fall11; .gz/.tgz)")
     p.add_argument("--label", default="", help="label for items of --urls text lists")
     p.add_argument("--folder", type=Path, action="append", default=[], help="an ImageFolder with one subfolder per class")
-    p.add_argument("--imagenet-term", action="append", default=[], help="ImageNet term, e.g. 'hot dog' (needs --words)")
-    p.add_argument("--words", default="", help="ImageNet words.txt (path or URL) for --imagenet-term")
-    p.add_argument("--is-a", default="", help="ImageNet wordnet.is_a.txt (path or URL) to include hyponyms")
+    p.add_argument("--imagenet-term", action="append", default=[], metavar="TERM", help="ImageNet term, e.g. 'hot dog' (needs --words)")
+    p.add_argument("--words", default="", metavar="FILE", help="ImageNet words.txt (path or URL) for --imagenet-term")
+    p.add_argument("--is-a", default="", metavar="FILE", help="ImageNet wordnet.is_a.txt (path or URL) to include hyponyms")
     p.add_argument("--threads", type=int, help="concurrent downloads")
     p.add_argument("--workers", type=int, help="verification processes (0 = one per core)")
-    p.add_argument("--max-side", type=int, help="resize stored images so the long side is at most this")
+    p.add_argument("--max-side", type=int, metavar="PIXELS", help="resize stored images so the long side is at most this")
     p.add_argument("--executor", choices=("local", "ray"), help="where shards run: local processes or a Ray cluster")
-    p.add_argument("--ray-address", help="Ray cluster to join (HOST:6379 or ray://HOST:10001); omit to start a "
+    p.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to join (HOST:6379 or ray://HOST:10001); omit to start a "
                    "local Ray instance. The --out directory must be on a filesystem every node mounts")
     p.add_argument("--retry-failed", action="store_true",
                    help="refetch only URLs whose last outcome was retryable (timeout, connection error, 5xx, 429)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 
@@ -20,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     curate.add_argument("--seed", type=int, help="split seed (default 0)")
     curate.add_argument("--ratios", help="train,val,test fractions, e.g. 0.8,0.1,0.1 (two numbers: no test)")
     curate.add_argument(
-        "--near-distance", type=int, help="pHash bits at or below which images are near duplicates"
+        "--near-distance", type=int, metavar="BITS", help="pHash bits at or below which images are near duplicates"
     )
     add_executor_options(curate)
     curate.set_defaults(func=run_curate)
@@ -34,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument("--out", type=Path, help="report directory (default: ./audit-<folder name>)")
     audit.add_argument("--config", type=Path, help="TOML file with a [curate] table for thresholds")
     audit.add_argument(
-        "--near-distance", type=int, help="pHash bits at or below which images are near duplicates"
+        "--near-distance", type=int, metavar="BITS", help="pHash bits at or below which images are near duplicates"
     )
     add_executor_options(audit)
     audit.set_defaults(func=run_audit)
@@ -43,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "ray"),
                         help="where decoding and the near-duplicate search run: this machine or a Ray cluster")
-    parser.add_argument("--ray-address", help="Ray cluster to join (HOST:6379 or ray://HOST:10001); implies "
+    parser.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to join (HOST:6379 or ray://HOST:10001); implies "
                         "--executor ray; omit to start a local Ray instance")
 
 
@@ -55,7 +54,6 @@ def config_from_args(args: argparse.Namespace):
     if args.config:
         data = load_toml(args.config)
         table = data["curate"] if isinstance(data.get("curate"), dict) else data
-    config = from_mapping(CurateConfig, table, "curate")
     overrides: dict = {}
     if getattr(args, "seed", None) is not None:
         overrides["seed"] = args.seed
@@ -69,13 +67,8 @@ def config_from_args(args: argparse.Namespace):
         overrides["executor"] = args.executor
     if args.near_distance is not None:
         overrides["near_distance"] = args.near_distance
-        # A looser near distance than the grouping one would make grouping meaningless: widen it too.
-        overrides["group_distance"] = max(config.group_distance, args.near_distance)
-    return from_mapping(CurateConfig, {**_as_table(config), **overrides}, "curate") if overrides else config
-
-
-def _as_table(config) -> dict:
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    # One validation for the TOML table and the flags together, as pocketml.curate(...) validates its settings.
+    return from_mapping(CurateConfig, {**table, **overrides}, "curate")
 
 
 def run_curate(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from pocketml.acquisition.state import RETRYABLE_HTTP
 
 from pocketml.configs.acquire import DownloadConfig
+from pocketml.errors import reason_of
 
 READ_CHUNK = 1 << 16
 STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -258,7 +259,7 @@ class Downloader:
                 # The server closed an idle kept-alive connection: not the URL's fault, try a fresh one.
                 return self._request(scheme, host, port, target, url, max(0.1, deadline - time.monotonic()))
             retry = not isinstance(exc, (socket.gaierror, ssl.SSLCertVerificationError))
-            raise _Failure("connection_error", f"{type(exc).__name__}: {exc}", retryable=retry) from exc
+            raise _Failure("connection_error", reason_of(exc), retryable=retry) from exc
         finally:
             self._watchdog.disarm(token)
 

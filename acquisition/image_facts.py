@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pocketml.acquisition import hashing, quality
 
 from pocketml.configs.curate import CurateConfig
 from pocketml.console import progress
 from pocketml.dataset import decode_rgb
+from pocketml.errors import reason_of
 
 PARALLEL_FROM = 48  # images; below this, starting worker processes costs more than it saves
 
@@ -43,10 +44,9 @@ class ImageFacts:
 def facts_of(path: Path, config: CurateConfig) -> ImageFacts:
     """Facts of one file; unreadable files get `error` set."""
     try:
-        rgb = decode_rgb(path)
-        baseline = thumbnail(path, config.baseline_size)
+        rgb = decode_rgb(path)  # the file's one decoding: every fact below comes from these pixels
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        return ImageFacts(path=path, error=f"{type(exc).__name__}: {exc}")
+        return ImageFacts(path=path, error=reason_of(exc))
     height, width = rgb.shape[:2]
     grey = hashing.grey(rgb)
     measured = quality.measures(rgb)
@@ -59,7 +59,7 @@ def facts_of(path: Path, config: CurateConfig) -> ImageFacts:
         dhash=hashing.dhash(grey),
         measures=measured,
         flags=quality.flags(measured, width, height, config),
-        baseline=baseline.tobytes(),
+        baseline=baseline_copy(rgb, config.baseline_size).tobytes(),
     )
 
 
@@ -89,12 +89,9 @@ def collect_facts(
             return out
 
 
-def thumbnail(path: Path, side: int) -> np.ndarray:
-    """uint8 [side, side, 3] squashed copy (aspect ignored: the baseline wants every pixel)."""
-    with Image.open(path) as img:
-        img.draft("RGB", (side * 2, side * 2))  # JPEG: decode at reduced scale, much faster
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        return np.asarray(img.resize((side, side), Image.Resampling.BOX))
+def baseline_copy(rgb: np.ndarray, side: int) -> np.ndarray:
+    """uint8 [side, side, 3] squashed copy of decoded pixels (aspect ignored: the baseline wants every pixel)."""
+    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.BOX))
 
 
 def baseline_pixels(facts: Sequence[ImageFacts], side: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from pocketml.dataset import SPLITS
+from pocketml.dataset import SPLITS, to_rgb
 from pocketml.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 KEPT_COLOUR = (40, 160, 60)  # border of the image a duplicate cluster keeps
@@ -127,7 +127,7 @@ def _thumbnail(path: Path, side: int) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (side * 2, side * 2))
-            return ImageOps.fit(ImageOps.exif_transpose(img).convert("RGB"), (side, side))
+            return ImageOps.fit(to_rgb(ImageOps.exif_transpose(img)), (side, side))
     except OSError:
         return Image.new("RGB", (side, side), (128, 128, 128))
 

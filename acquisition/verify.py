@@ -19,6 +19,7 @@ from pocketml.acquisition import hashing, store
 
 from pocketml.configs.acquire import VerifyConfig
 from pocketml.dataset import to_rgb
+from pocketml.errors import reason_of
 
 # What Pillow raises on malformed input besides OSError (its plugins use these for bad headers).
 DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, ZeroDivisionError)
@@ -48,7 +49,7 @@ def verify_and_store(data: bytes, config: VerifyConfig, out_dir: str, final_url:
     except Rejected as rej:
         return Verified(rej.status, rej.error)
     except DECODER_ERRORS as exc:  # a broken file Pillow chokes on in its own way (bad EXIF, bad chunk)
-        return Verified("not_image", f"undecodable: {type(exc).__name__}: {exc}"[:300])
+        return Verified("not_image", f"undecodable: {reason_of(exc)}")
     encoded = jpeg_bytes(image, config.jpeg_quality)
     sha, rel = store.put(Path(out_dir), encoded)
     return Verified("ok", "", sha, rel, image.width, image.height)

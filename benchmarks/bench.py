@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.benchmarks import cost, estimates, latency, peak, recommend, report
+from pocketml.benchmarks import cost, estimates, peak, recommend, report
 from pocketml.benchmarks.common import machine_info
 from pocketml.export.registry import format_module, format_names
 
+from pocketml import latency
 from pocketml.artifact import (
     EXPORTED,
     FAILED_PARITY,
@@ -35,7 +36,7 @@ from pocketml.artifact import (
 from pocketml.configs.bench import BenchConfig
 from pocketml.console import library_output, progress
 from pocketml.dataset import ImageSet, evaluation_set, load_images
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import sha256_file, tree_bytes
 from pocketml.spec import Normalization
 
@@ -54,15 +55,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def check_config(config: BenchConfig) -> None:
-    if not config.threads or any(t < 1 for t in config.threads):
-        raise PocketMLError(f"threads {config.threads} is not accepted; give thread counts >= 1, e.g. 1,4")
-    if config.min_time_s < 0 or config.min_runs < 1 or config.max_runs < config.min_runs or config.block_runs < 1:
-        raise PocketMLError("min_time_s >= 0, min_runs >= 1, max_runs >= min_runs and block_runs >= 1 are required")
-    if config.budget_points < 0:
-        raise PocketMLError(f"budget_points {config.budget_points} is not accepted; give 0 or more percentage points")
 
 
 def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) -> Path | None:
@@ -123,11 +115,6 @@ def verdict_figures(artifact: Artifact) -> dict:
     }
 
 
-def short_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-
-
 def latency_image(manifest: ExportManifest, size: tuple[int, int]) -> np.ndarray:
     """The frame latency is timed on: the first evaluation image (a real photo), else seeded noise."""
     recorded = manifest.images.get("evaluation")
@@ -178,7 +165,7 @@ class Bench:
             predictor = load_keras_predictor(path, self.size, normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
-            row.update(status=ROW_FAILED, reason=short_reason(exc))
+            row.update(status=ROW_FAILED, reason=reason_of(exc))
             return row
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
         self.time_runs(row, {"tf-default": predictor})
@@ -224,14 +211,14 @@ class Bench:
             try:
                 self.time_runs(row, {str(threads): module.load(path, threads=threads)})
             except Exception as exc:  # one thread setting failing must not hide the others
-                row["notes"].append(f"latency at {threads} threads failed: {short_reason(exc)}")
+                row["notes"].append(f"latency at {threads} threads failed: {reason_of(exc)}")
 
     def time_runs(self, row: dict, predictors: dict[str, Any]) -> None:
         for key, predictor in predictors.items():
             try:
                 row["latency"][key] = self.timed(predictor.invoker(self.image), key)
             except Exception as exc:  # the row keeps its quality figures
-                row["notes"].append(f"latency at {key} failed: {short_reason(exc)}")
+                row["notes"].append(f"latency at {key} failed: {reason_of(exc)}")
         self.flag_overhead(row)
 
     def flag_overhead(self, row: dict) -> None:
@@ -248,7 +235,7 @@ class Bench:
         try:
             row["memory"] = cost.peak_memory(fmt, path, self.size, self.config.memory_runs)
         except Exception as exc:  # memory is context; its failure does not fail the row
-            row["notes"].append(f"peak memory not measured: {short_reason(exc)}")
+            row["notes"].append(f"peak memory not measured: {reason_of(exc)}")
 
 
 def timed_row(measure_row, *args) -> dict:
@@ -281,7 +268,6 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
     recommendations.json to `out_dir` (the bench stage's own directory); return the results.
     """
     config = config or BenchConfig()
-    check_config(config)
     export_dir = Path(export_dir)
     manifest = ExportManifest.load(export_dir)
     if "labels" not in manifest.model or "image_size" not in manifest.model:
@@ -300,7 +286,6 @@ def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfi
     export directory.
     """
     config = config or BenchConfig()
-    check_config(config)
     # Loading the files and the reference imports the runtimes, whose banners belong in the log too.
     with library_output(out_dir):
         manifest, models = files_manifest([Path(p) for p in paths], labels, reference)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from pocketml.config import Flag
 from pocketml.errors import PocketMLError
 
-
-def thread_list(text: str) -> list[int]:
-    try:
-        threads = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        threads = []
-    if not threads or min(threads) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a thread list; give counts >= 1 like 1,4")
-    return threads
+# The flags that set BenchConfig fields (type and default come from there).
+FLAGS = (
+    Flag("--threads", "threads", "CPU thread counts to time"),
+    Flag("--min-time", "min_time_s", "seconds of timed runs per artifact and thread count, at least"),
+    Flag("--budget-points", "budget_points", "accuracy drop (percentage points) a recommendation may cost"),
+    Flag("--no-memory", "measure_memory", "skip the peak-memory subprocess per artifact"),
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from pocketml.config import add_flags
+    from pocketml.configs.bench import BenchConfig
+
     p = subparsers.add_parser(
         "bench",
         help="measure every exported file: latency, size, memory beside its verdict; recommend one per platform",
@@ -28,33 +30,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("targets", nargs="+", metavar="EXPORT_DIR|FILE",
                    help="a directory written by `pocketml export`, or model files")
-    p.add_argument("--out", required=True,
+    p.add_argument("--out", required=True, metavar="BENCH_DIR",
                    help="where results.json, results.csv, report.html and recommendations.json go")
-    p.add_argument("--threads", type=thread_list, default=None, help="CPU thread counts to time, e.g. 1,4 (default)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds of timed runs per artifact and thread count")
-    p.add_argument("--budget-points", type=float, default=None, help="accuracy drop allowed for a recommendation")
-    p.add_argument("--reference", "--model", dest="reference", default=None,
+    add_flags(p, BenchConfig, FLAGS)
+    p.add_argument("--reference", "--model", dest="reference", default=None, metavar="MODEL",
                    help="the Keras original (default for an export: the manifest's model.source)")
-    p.add_argument("--data", default=None, help="files only: images whose test/val split measures accuracy and parity")
-    p.add_argument("--labels", default=None, help="files only: labels, one per line, for files that carry none")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess per artifact")
+    p.add_argument("--data", default=None, metavar="DIR", help="files only: images whose test/val split measures accuracy and parity")
+    p.add_argument("--labels", default=None, metavar="FILE", help="files only: labels, one per line, for files that carry none")
     p.set_defaults(func=run_bench)
 
 
 def config_from_args(args: argparse.Namespace):
+    """BenchConfig from the flags that were given, validated as a [bench] table is."""
+    from pocketml.config import from_settings, settings_from_flags
     from pocketml.configs.bench import BenchConfig
 
-    config = BenchConfig()
-    if args.threads is not None:
-        config.threads = args.threads
-    if args.min_time is not None:
-        config.min_time_s = args.min_time
-    if args.budget_points is not None:
-        config.budget_points = args.budget_points
-    if args.reference is not None:
-        config.keras_model = args.reference
-    config.measure_memory = not args.no_memory
-    return config
+    return from_settings(BenchConfig, {**settings_from_flags(args, FLAGS), "keras_model": args.reference}, "bench")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, one_line
 from pocketml.fsutil import tree_bytes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +124,7 @@ def peak_memory(fmt: str, path: str | Path, image_size: tuple[int, int], runs: i
     cmd = [sys.executable, "-c", _PROBE, fmt, str(path), str(runs), str(image_size[0]), str(image_size[1])]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S, cwd=PROJECT_ROOT)
     if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"memory probe exited {done.returncode}: {tail[:300]}")
+        raise RuntimeError(f"memory probe exited {done.returncode}: {one_line(done.stderr, 'no output', last=True)}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return {
         "peak_rss_mb": figures["peak_rss_kb"] / 1024,

@@ -21,6 +21,7 @@ identical to the local search.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,6 +42,8 @@ from pocketml.benchmarks.common import machine_info, print_result  # noqa: E402
 MAX_DISTANCE = 10
 IMAGEDEDUP_SIZES = (2_000, 5_000, 10_000, 20_000, 50_000)
 BENCH_PYTHON = PROJECT_ROOT / ".venv-bench" / "bin" / "python"
+# Comparisons that need an optional extra: skipped with a note when it is not installed.
+OPTIONAL = {"faiss": "pip install 'pocketml[faiss]'", "ray": "pip install 'pocketml[ray]'"}
 
 IMAGEDEDUP_SCRIPT = r"""
 import json, resource, sys, time
@@ -275,6 +278,21 @@ def compare_ray(sizes: list[int]) -> list[dict]:
     return rows
 
 
+def skipped_comparisons(sizes: dict[str, list[int]], imagededup: bool) -> list[str]:
+    """One note per comparison whose engine is not installed; its sizes are emptied so it does not run."""
+    notes = []
+    for module, how in OPTIONAL.items():
+        if sizes[module] and importlib.util.find_spec(module) is None:
+            notes.append(f"{module} comparison skipped: {module} is not installed ({how})")
+            sizes[module] = []
+    if imagededup and not BENCH_PYTHON.exists():
+        notes.append(f"imagededup comparison skipped: {BENCH_PYTHON} not found "
+                     "(`make bench-env` makes it; imagededup lives in its own venv)")
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -288,16 +306,15 @@ def main() -> None:
     args = parser.parse_args()
     sizes = {name: [int(x) for x in value.split(",") if x] for name, value in
              (("faiss", args.faiss_sizes), ("ray", args.ray_sizes))}
+    skipped = skipped_comparisons(sizes, imagededup=not args.only_scale)
     if args.only_scale:
         faiss_rows, ray_rows = compare_faiss(sizes["faiss"]), compare_ray(sizes["ray"])
         print_result({"benchmark": "dedup_scale", "max_distance": MAX_DISTANCE, "faiss": faiss_rows, "ray": ray_rows,
-                      "load_average": os.getloadavg()[0], "machine": machine_info()})
+                      "skipped": skipped, "load_average": os.getloadavg()[0], "machine": machine_info()})
         return
-    if not BENCH_PYTHON.exists():
-        sys.exit(f"{BENCH_PYTHON} not found: run `make bench-env` first (imagededup lives in its own venv)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"machine: {machine_info()['cpu']} x{os.cpu_count()}, load average {load}", flush=True)
-    rows = compare_sizes(args.budget)
+    rows = compare_sizes(args.budget) if BENCH_PYTHON.exists() else []
     at_100k = solo(100_000, repeats=3)
     at_1m = None if args.skip_million else solo(1_000_000, repeats=1)
     faiss_rows, ray_rows = compare_faiss(sizes["faiss"]), compare_ray(sizes["ray"])
@@ -316,6 +333,7 @@ def main() -> None:
             "ours_1m": at_1m,
             "faiss": faiss_rows,
             "ray_block_search": ray_rows,
+            "skipped": skipped,
             "load_average": load,
             "machine": machine_info(),
         }

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+from pocketml.errors import one_line
+
 _PROBE = r"""
 import json, sys, time
 import numpy as np
@@ -35,7 +37,7 @@ def peak_gflops(threads: int, size: int = 768, seconds: float = 0.5) -> float:
         [sys.executable, "-c", _PROBE, str(size), str(seconds)], capture_output=True, text=True, env=env, timeout=120
     )
     if done.returncode != 0:
-        raise RuntimeError(f"peak probe failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise RuntimeError(f"peak probe failed: {one_line(done.stderr, 'no output', last=True)}")
     return float(json.loads(done.stdout)["gflops"])
 
 

@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pocketml.benchmarks.common import PROJECT_ROOT, machine_info, print_result, shared_data  # noqa: E402
 
+from pocketml.errors import one_line  # noqa: E402
+
 CACHE = PROJECT_ROOT / "runs" / "quantization_bench"
 MOBILENET_V2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 SPEEDUP_GOAL = 1.5  # an integer file at least this much faster than its fp32 at one thread
@@ -200,7 +202,7 @@ def nncf_row(fp32: Path, calibration, judge, work: Path) -> dict:
     done = subprocess.run([str(python), str(script), str(fp32), str(data), str(out)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": ""}, timeout=1800)
     if done.returncode != 0:
-        return {"status": f"failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:300]}"}
+        return {"status": f"failed: {one_line(done.stderr, '?', last=True)}"}
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     return {**judged(onnx, "int8", out, judge, facts["seconds"]), "nncf": facts}
 
@@ -208,7 +210,7 @@ def nncf_row(fp32: Path, calibration, judge, work: Path) -> dict:
 def model_figures(name: str, model_dir: Path, dataset: Path) -> dict:
     from pocketml.export.judge import judge_for
     from pocketml.export.keras_model import KerasPredictor
-    from pocketml.export.source import load_source
+    from pocketml.export.model_source import load_source
 
     from pocketml.dataset import choose_images, load_images
 

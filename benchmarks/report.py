@@ -65,12 +65,15 @@ def csv_text(results: dict) -> str:
     return buffer.getvalue()
 
 
+RESULTS_FILE, RESULTS_CSV, REPORT_HTML = "results.json", "results.csv", "report.html"  # what bench writes
+
+
 def write_all(results: dict, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "json": atomic_write_json(out_dir / "results.json", results),
-        "csv": atomic_write_text(out_dir / "results.csv", csv_text(results)),
-        "html": atomic_write_bytes(out_dir / "report.html", html_report(results).encode("utf-8")),
+        "json": atomic_write_json(out_dir / RESULTS_FILE, results),
+        "csv": atomic_write_text(out_dir / RESULTS_CSV, csv_text(results)),
+        "html": atomic_write_bytes(out_dir / REPORT_HTML, html_report(results).encode("utf-8")),
     }
 
 

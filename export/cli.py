@@ -8,6 +8,7 @@ from pathlib import Path
 from pocketml.export.registry import format_names
 
 from pocketml.artifact import PRECISIONS
+from pocketml.configs.export import COREML_TARGET, COREML_TARGETS, ONNX_OPSET, ONNX_OPSETS
 
 
 def _names(text: str | None) -> list[str]:
@@ -56,8 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--images", type=Path, metavar="PATH",
                         help="evaluation images: the test (else val) split of PATH; default: the held-out split of "
                         "--calibration. Without --calibration, PATH's train split calibrates")
-    export.add_argument("--min-ios", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
+    export.add_argument("--min-ios", default=COREML_TARGET, metavar="TARGET",
+                        help=f"Core ML minimum deployment target: {', '.join(COREML_TARGETS)} (default {COREML_TARGET})")
+    export.add_argument("--opset", type=int, default=ONNX_OPSET,
+                        help=f"ONNX opset, {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1} (default {ONNX_OPSET})")
     export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")
+    export.add_argument("--strict", action="store_true",
+                        help="exit 1 when any file failed to convert or is outside tolerance (the others are kept)")
     _add_preprocess_flags(export)
     export.set_defaults(func=run_export)
 
@@ -105,8 +111,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from pocketml.export.exporter import export_model
+    from pocketml.export.validate import failures_of
 
     from pocketml.configs.export import ExportConfig
+    from pocketml.errors import ValidationFailed
 
     config = ExportConfig(
         formats=_names(args.formats),
@@ -115,6 +123,7 @@ def run_export(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         labels=args.labels,
         minimum_deployment_target=args.min_ios,
+        opset=args.opset,
         validate=not args.no_validate,
         validation_images=args.images,
         preprocess=args.preprocess,
@@ -125,6 +134,9 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = export_model(args.model, args.out, config)
     failed = [a for a in manifest.artifacts if a.status != "exported"]
     print(f"wrote {len(manifest.artifacts) - len(failed)} artifacts to {args.out} ({len(failed)} failed to convert)")
+    failures = failures_of(manifest)
+    if args.strict and failures:
+        raise ValidationFailed(f"{len(failures)} artifact(s) failed or outside tolerance: " + "; ".join(failures))
     return 0
 
 

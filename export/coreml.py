@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pocketml.export.predictor import META_SPEC, check_images, spec_from_metadata
 from pocketml.export.registry import Converted
+from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
+from pocketml.configs.export import COREML_TARGET, COREML_TARGETS
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
 
@@ -44,8 +45,8 @@ request.imageCropAndScaleOption = .centerCrop  // the model was trained on centr
 try VNImageRequestHandler(cvPixelBuffer: pixelBuffer).perform([request])
 ```"""
 
-DEFAULT_TARGET = "iOS16"  # the first iOS whose Core ML runs compressed (constexpr) weights
-TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment targets
+DEFAULT_TARGET = COREML_TARGET  # the first iOS whose Core ML runs compressed (constexpr) weights
+TARGETS = COREML_TARGETS  # accepted minimum deployment targets (declared with the [export] config)
 INPUT_NAME = "image"
 PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
 
@@ -101,7 +102,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
     import tempfile
 
     from pocketml.export.quantization import coreml as ladder
-    from pocketml.export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization.search import move_into_place, run_ladder, worst_note
 
     from pocketml.fsutil import tree_bytes
 
@@ -132,7 +133,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
         rank = facts.pop("rank")
         if images is not None:
             rank()  # the export names the ops whose compression costs most even when an early rung passes
-        place(outcome.path, out_path)
+        move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
     notes = [f"coreml compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
@@ -144,7 +145,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
 
 def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: int, facts: dict) -> Converted:
     """Without evaluation images nothing can be judged: the first rung within the size goal is kept."""
-    from pocketml.export.quantization.search import Step, place
+    from pocketml.export.quantization.search import Step, move_into_place
 
     from pocketml.fsutil import tree_bytes
 
@@ -157,7 +158,7 @@ def _smallest_unjudged(rungs, precheck, out_path: Path, work: Path, fp32_bytes: 
         why = precheck(step)
         tried.append(f"{rung.step}: {why or 'within the size goal'}")
         if why is None:
-            place(path, out_path)
+            move_into_place(path, out_path)
             note = (f"coreml compressed: {rung.step}, {step.bytes / fp32_bytes:.3f} of fp32's size; not judged "
                     "(no evaluation images), so no rung's accuracy was checked")
             return Converted([note], {"integer_only": built.integer_only, "float_ops": built.float_ops,
@@ -283,7 +284,7 @@ def read_spec(path: Path) -> ModelSpec:
 
 
 class CoreMLPredictor:
-    """An .mlpackage run by the Core ML runtime (macOS only); see export/predictor.py."""
+    """An .mlpackage run by the Core ML runtime (macOS only); see export/runtime.py."""
 
     def __init__(self, path: Path) -> None:
         import coremltools as ct

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from pocketml.export.coreml_mil import MilOp, MilProgram, load_program
-from pocketml.export.predictor import check_images
+from pocketml.export.runtime import check_images
 
 from pocketml.errors import PocketMLError
 
@@ -608,7 +608,7 @@ def _store(value: Any, dtype: str, op_type: str = "") -> Any:
     return value.astype(DTYPES[dtype], copy=False)
 
 
-class Executor:
+class MilRunner:
     """Runs one MilProgram's `main`; constants and decompressed weights are computed once."""
 
     def __init__(self, program: MilProgram):
@@ -675,7 +675,7 @@ def _last_uses(body: list[MilOp], constants: set[str]) -> dict[int, list[str]]:
 class ReferencePredictor:
     """The Predictor contract over the executor: uint8|float32 [N,H,W,3] RGB 0..255 -> float32 [N, classes]."""
 
-    executor: Executor
+    executor: MilRunner
     image_name: str
     labels: tuple[str, ...]
     probabilities_var: str
@@ -744,6 +744,6 @@ def _metadata_labels(program: MilProgram) -> tuple[str, ...]:
 def load_reference(path: str | Path) -> ReferencePredictor:
     """A Predictor that executes the `.mlpackage` at `path` in numpy (no Core ML runtime needed)."""
     program = load_program(path)
-    executor = Executor(program)
+    executor = MilRunner(program)
     probabilities, labels = _probabilities(program)
     return ReferencePredictor(executor, _single_image_input(program), labels, probabilities)

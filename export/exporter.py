@@ -17,15 +17,15 @@ from types import ModuleType
 import numpy as np
 from pocketml.export.judge import Judge, artifact_verdict, judge_for
 from pocketml.export.keras_model import KerasPredictor
+from pocketml.export.model_source import ModelSource, load_source
 from pocketml.export.registry import Converted, check_formats, format_module, format_names
-from pocketml.export.source import Source, load_source
 
 from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, Parity
 from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import ImageSet, choose_images, load_images
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
 
@@ -53,7 +53,12 @@ def planned_variants(
             f"unknown precision(s) {', '.join(unknown)} for formats {', '.join(modules)}; accepted: {', '.join(offered)}"
         )
     if precisions:
-        return [(f, p) for f, m in modules.items() for p in m.PRECISIONS if p in precisions], []
+        pairs = [(f, p) for f, m in modules.items() for p in m.PRECISIONS if p in precisions]
+        uncalibrated = [f"{f} {p}" for f, p in pairs if p in modules[f].NEEDS_CALIBRATION and not has_calibration]
+        if uncalibrated:
+            raise PocketMLError(f"{', '.join(uncalibrated)} need(s) calibration images; pass --calibration DIR "
+                                "(a folder of the images the model will see) or leave that precision out")
+        return pairs, []
     pairs, notes = [], []
     for fmt, module in modules.items():
         for precision in module.PRECISIONS:
@@ -62,6 +67,11 @@ def planned_variants(
             else:
                 pairs.append((fmt, precision))
     return pairs, notes
+
+
+def check_config(config: ExportConfig, has_calibration: bool) -> list[tuple[str, str]]:
+    """The (format, precision) pairs an [export] section asks for, every name checked before anything runs."""
+    return planned_variants(format_modules(config.formats), config.precisions, has_calibration)[0]
 
 
 def _precision_order(precision: str) -> tuple[int, str]:
@@ -82,7 +92,7 @@ def _convert_options(module: ModuleType, config: ExportConfig, judge: Judge | No
 
 
 def export_variant(
-    source: Source,
+    source: ModelSource,
     module: ModuleType,
     precision: str,
     out_dir: Path,
@@ -100,7 +110,7 @@ def export_variant(
                                     **_convert_options(module, config, judge))
     except Exception as exc:  # any converter crash is recorded for this variant; the others go on
         artifact.status = FAILED
-        artifact.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        artifact.reason = reason_of(exc)
         artifact.parity.reason = "not exported"
         return artifact
     converted = result if isinstance(result, Converted) else Converted(list(result or []))
@@ -111,7 +121,7 @@ def export_variant(
     return artifact
 
 
-def model_record(source: Source, config: ExportConfig) -> dict:
+def model_record(source: ModelSource, config: ExportConfig) -> dict:
     """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
     return {
         **source.spec.to_dict(),
@@ -144,12 +154,12 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
     # Every check that can reject the input runs before the first write.
     modules = format_modules(config.formats)
     calibration_set, evaluation_set = image_sets(config)
+    variants, skipped = planned_variants(modules, config.precisions, calibration_set is not None)
     with library_output(out_dir):
         source = load_source(model, labels=config.labels, image_size=config.image_size,
                              preprocess=config.normalization)
         size = source.spec.image_size
         calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
-        variants, skipped = planned_variants(modules, config.precisions, calibration is not None)
         for note in [*source.notes, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
             console.print(f"note: {note}")
         judge = None

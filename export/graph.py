@@ -8,7 +8,7 @@
       -> Softmax when the network ends in logits
       -> probabilities  float32 [N, classes]
 
-`classifier()` builds that as a Keras model (the reference validate runs, and what `Source.model`
+`classifier()` builds that as a Keras model (the reference validate runs, and what `ModelSource.model`
 holds); `traced()` / `frozen_function()` turn any Keras model into the tf.function with the fixed
 input signature `image` that TFLite, Core ML and ONNX convert. So the converters never meet a
 user's input names, model class or dtype. Everything here is stock Keras layers except the wrapper

@@ -25,7 +25,7 @@ from pocketml.artifact import (
     agreement_interval,
 )
 from pocketml.dataset import ImageSet, load_images
-from pocketml.errors import PocketMLError, RuntimeUnavailable
+from pocketml.errors import PocketMLError, RuntimeUnavailable, reason_of
 
 
 def label_indices(labels: list[str | None], classes: list[str], where: str = "the images") -> np.ndarray | None:
@@ -92,7 +92,7 @@ class Judge:
         except RuntimeUnavailable as exc:
             return Parity(status=SKIPPED, reason=str(exc))
         except Exception as exc:  # a file that cannot run is a failed artifact, not a crash of the export
-            return Parity(status=FAILED_PARITY, reason=f"cannot run: {type(exc).__name__}: {str(exc)[:200]}")
+            return Parity(status=FAILED_PARITY, reason=f"cannot run: {reason_of(exc)}")
         return self.parity(precision, probs)
 
 
@@ -117,5 +117,5 @@ def artifact_verdict(export_dir: Path, artifact: Artifact, judge: Judge | None) 
     except RuntimeUnavailable as exc:
         return Parity(status=SKIPPED, reason=str(exc))
     except Exception as exc:  # a written file that does not load is a failed artifact, not a crashed export
-        return Parity(status=FAILED_PARITY, reason=f"cannot load: {type(exc).__name__}: {str(exc)[:200]}")
+        return Parity(status=FAILED_PARITY, reason=f"cannot load: {reason_of(exc)}")
     return judge.of(artifact.precision, predictor)

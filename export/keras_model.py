@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.export.predictor import check_images
-from pocketml.export.source import load_classifier, load_source
+from pocketml.export.model_source import load_classifier, load_source
+from pocketml.export.runtime import check_images
 
 from pocketml.spec import ModelSpec, Normalization
 

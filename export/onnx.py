@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from pocketml.export.predictor import META_SPEC, check_images, spec_from_metadata
 from pocketml.export.registry import Converted
+from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
-from pocketml.errors import PocketMLError
+from pocketml.configs.export import ONNX_OPSET, ONNX_OPSETS
+from pocketml.errors import PocketMLError, one_line
 from pocketml.spec import ModelSpec
 
 FORMAT = "onnx"
@@ -44,8 +45,8 @@ probabilities = session.run(None, {{session.get_inputs()[0].name: pixels}})[0][0
 print(labels[int(probabilities.argmax())], float(probabilities.max()))
 ```"""
 
-OPSET = 17  # the default opset: ONNX Runtime Mobile and every current runtime execute it
-OPSETS = range(13, 19)  # 13: per-channel QDQ needs it; 18: the newest tf2onnx 1.17 writes
+OPSET = ONNX_OPSET  # the default opset (the accepted range is declared with the [export] config)
+OPSETS = ONNX_OPSETS
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 CALIBRATION_BATCH = 16  # images per calibration batch: bounds memory while collecting ranges
@@ -113,7 +114,7 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
     import tempfile
 
     from pocketml.export.quantization import onnx as ladder
-    from pocketml.export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization.search import move_into_place, run_ladder, worst_note
 
     finish = lambda proto: finished(proto, spec, precision)  # noqa: E731
     facts: dict = {}
@@ -133,7 +134,7 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
             raise PocketMLError("every rung of the onnx int8 ladder failed: "
                                 + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
         facts.pop("rank")()  # the export names the costliest tensors even when the first rung passes
-        place(outcome.path, out_path)
+        move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
     kind = "integer-only (softmax float)" if outcome.built.integer_only else f"{len(outcome.built.float_ops)} ops float"
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
@@ -356,7 +357,7 @@ def read_spec(path: Path) -> ModelSpec:
 
 
 class OnnxPredictor:
-    """An ONNX file run by onnxruntime on the CPU; see export/predictor.py for the contract."""
+    """An ONNX file run by onnxruntime on the CPU; see export/runtime.py for the contract."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         metadata = read_metadata(path)
@@ -404,7 +405,7 @@ def _session(path: Path, threads: int | None):
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.NoSuchFile) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first_line = one_line(str(exc), type(exc).__name__)
         raise PocketMLError(f"onnxruntime cannot load {path}: {first_line}") from exc
 
 

@@ -47,7 +47,7 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def place(src: Path, dst: Path) -> None:
+def link_into_bundle(src: Path, dst: Path) -> None:
     if src.is_dir():  # an .mlpackage
         shutil.copytree(src, dst, copy_function=_link_or_copy)
     else:
@@ -127,7 +127,7 @@ def write_bundle(folder: Path, export_dir: Path, module, manifest: ExportManifes
     files = shipped(artifacts, recommendation[0] if recommendation else None)
     folder.mkdir(parents=True)
     for artifact in files:
-        place(export_dir / artifact.path, folder / Path(artifact.path).name)
+        link_into_bundle(export_dir / artifact.path, folder / Path(artifact.path).name)
     if module.LABELS_BESIDE and files:
         write_labels(folder / LABELS_FILE, tuple(manifest.model.get("labels", ())))
     recommended = recommendation[0] if recommendation and files and files[0].name == recommendation[0] else None

@@ -47,7 +47,7 @@ class Prediction:
 class LabelledModel:
     """A Predictor with the labels of its outputs: `predict` gives probabilities, `classify` names them."""
 
-    predictor: Any  # export.predictor.Predictor
+    predictor: Any  # export.runtime.Predictor
     labels: tuple[str, ...]
     path: Path
     format: str  # keras, tflite, onnx, coreml

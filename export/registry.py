@@ -14,7 +14,7 @@ exporter, validate, bench, package, predict):
   RUNTIME_MODULE: str               # the runtime's import (the memory probe imports it before measuring)
   SNIPPET: str                      # usage code for the bundle README; {file}, {class_name}, {height}, {width}
   convert(model, spec, precision, out_path, calibration, **options) -> list[str] | Converted
-  load(path, threads=None) -> Predictor   # see export/predictor.py
+  load(path, threads=None) -> Predictor   # see export/runtime.py
   read_labels(path) -> tuple[str, ...] | None  # the labels the file carries (None: it has none)
   latency_unavailable() -> str | None     # why this machine cannot time the format (None: it can)
   read_precision(path) -> str | None      # the precision the file records (None: it records none)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, one_line, reason_of
 
 KERAS_CONFIG = "config.json"  # the model config inside a .keras zip
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -53,7 +53,7 @@ def keras_config(path: Path) -> dict:
                 text = archive.read(KERAS_CONFIG)
         return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PocketMLError(f"{path} is not a readable Keras model ({type(exc).__name__}: {exc})") from exc
+        raise PocketMLError(f"{path} is not a readable Keras model ({reason_of(exc)})") from exc
 
 
 def layer_configs(entry: Any) -> Iterator[dict]:
@@ -127,8 +127,7 @@ def load_keras_file(path: Path, custom_objects: dict | None = None) -> Any:
         # safe_mode stays on whatever the caller trusts: it refuses marshalled Python lambdas.
         return keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises ValueError/TypeError/OSError for bad or unsafe files
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise PocketMLError(f"cannot load {path} as a Keras model ({reason[:200]})") from exc
+        raise PocketMLError(f"cannot load {path} as a Keras model ({one_line(str(exc), type(exc).__name__)})") from exc
 
 
 def saved_model_proto(directory: Path):
@@ -227,6 +226,5 @@ def load_saved_model(directory: Path) -> tuple[Any, Any, str]:
     try:
         loaded = tf.saved_model.load(str(directory))
     except Exception as exc:  # TF raises many types for unreadable or incompatible SavedModels
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise PocketMLError(f"cannot load SavedModel {directory} ({reason[:200]})") from exc
+        raise PocketMLError(f"cannot load SavedModel {directory} ({one_line(str(exc), type(exc).__name__)})") from exc
     return loaded, loaded.signatures[key], key

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.export.predictor import check_images
 from pocketml.export.registry import Converted
+from pocketml.export.runtime import check_images
 from pocketml.export.tflite_metadata import ClassifierInfo, populate
 
 from pocketml.errors import PocketMLError
@@ -143,7 +143,7 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
     import tempfile
 
     from pocketml.export.quantization import tflite as ladder
-    from pocketml.export.quantization.search import place, run_ladder, worst_note
+    from pocketml.export.quantization.search import move_into_place, run_ladder, worst_note
 
     if calibration is None or len(calibration) == 0:
         raise PocketMLError(f"tflite {precision} needs calibration images; pass --calibration DIR")
@@ -156,7 +156,7 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
             if outcome.path is None:
                 raise PocketMLError("every rung of the tflite int8 ladder failed to convert: "
                                     + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
-            place(outcome.path, out_path)
+            move_into_place(outcome.path, out_path)
         facts.pop("rank")()
         details = outcome.details(facts.pop("sensitivity", []), **facts)
         notes = [NOTES[precision], *outcome.built.notes, _ladder_note(outcome),

@@ -3,15 +3,21 @@
 `from_mapping(Cls, data, where)` builds a dataclass from a TOML/JSON mapping, rejecting unknown
 keys (suggesting the nearest valid name) and wrong types with one line that names the key, the
 value and what is accepted. Stage sections live in `pocketml/configs/<stage>.py`.
+
+A command's flags are derived from the same class: each stage's CLI declares `Flag`s (flag name,
+field, help) and `add_flags` takes the type and the default from the config class, so the CLI,
+the TOML section and the Python API accept the same values and are validated by the same code.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import tomllib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -131,3 +137,75 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def _bad(key: str, value: Any, tp: Any) -> typing.NoReturn:
     raise PocketMLError(f"{key} = {value!r} is not accepted; expected {_describe(tp)}")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one config field; its type and default come from the config class."""
+
+    name: str  # "--epochs"
+    field: str  # "epochs_frozen"
+    help: str
+    metavar: str | None = None  # default: from the field's type (N, X, NAME, PATH, N,N,...)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, flags: tuple[Flag, ...]) -> None:
+    """One option per Flag; a flag left out is None, so the TOML's value (or the default) stands."""
+    hints = get_type_hints(cls)
+    defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
+    for flag in flags:
+        tp, default = hints[flag.field], defaults[flag.field]
+        if tp is bool:  # a switch that turns the default around (--no-augment)
+            parser.add_argument(flag.name, dest=flag.field, action="store_const", const=not default, default=None,
+                                help=flag.help)
+            continue
+        shown = "" if default in (None, "", []) or "default" in flag.help else f" (default: {_shown(default)})"
+        parser.add_argument(flag.name, dest=flag.field, type=_flag_type(tp), default=None,
+                            metavar=flag.metavar or _metavar(tp), help=flag.help + shown)
+
+
+def settings_from_flags(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict:
+    """{field: value} of the flags that were given."""
+    return {f.field: getattr(args, f.field) for f in flags if getattr(args, f.field, None) is not None}
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value).replace("%", "%%")
+
+
+def _plain(tp: Any) -> Any:
+    """`X | None` -> X: a flag is either given (a value) or not (None)."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return tp
+
+
+def _flag_type(tp: Any) -> Any:
+    tp = _plain(tp)
+    if get_origin(tp) in (list, tuple):
+        item = (get_args(tp) or (str,))[0]
+
+        def items(text: str) -> list:
+            try:
+                return [item(part.strip()) for part in text.split(",") if part.strip()]
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {item.__name__}") from None
+
+        return items
+    return tp if tp in (int, float, str, Path) else str
+
+
+def _metavar(tp: Any) -> str:
+    tp = _plain(tp)
+    if get_origin(tp) in (list, tuple):
+        return "N,N,..." if (get_args(tp) or (str,))[0] in (int, float) else "A,B,..."
+    if get_origin(tp) is Literal:
+        return "{" + ",".join(map(str, get_args(tp))) + "}"
+    return {int: "N", float: "X", Path: "PATH"}.get(tp, "NAME")

@@ -163,6 +163,13 @@ def get_backbone(name: str) -> Backbone:
         raise PocketMLError(f"unknown backbone {name!r}{hint}; valid backbones: {', '.join(BACKBONES)}") from None
 
 
+def check_config(config) -> tuple[Backbone, Weights]:
+    """The backbone, input size and weights a [train] section names, checked without building anything."""
+    backbone = get_backbone(config.backbone)
+    check_image_size(backbone, config.image_size)
+    return backbone, resolve_weights(backbone, config.weights, config.alpha, config.image_size)
+
+
 def check_image_size(backbone: Backbone, size: int) -> None:
     if size < backbone.min_size:
         raise PocketMLError(

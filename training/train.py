@@ -28,7 +28,7 @@ from pocketml.training.backbones import (
     Backbone,
     Weights,
     build_backbone,
-    check_image_size,
+    check_config,
     get_backbone,
     resolve_weights,
 )
@@ -70,11 +70,8 @@ def train(dataset_dir: str | Path, out_dir: str | Path, config: TrainConfig | No
 
 def checked_inputs(dataset_dir: str | Path, config: TrainConfig) -> tuple[Backbone, DatasetSplits, Weights]:
     """Backbone, splits and weights, every user error raised before anything is written."""
-    backbone = get_backbone(config.backbone)
-    check_image_size(backbone, config.image_size)
-    splits = load_splits(dataset_dir)
-    weights = resolve_weights(backbone, config.weights, config.alpha, config.image_size)
-    return backbone, splits, weights
+    backbone, weights = check_config(config)
+    return backbone, load_splits(dataset_dir), weights
 
 
 def _train_here(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:

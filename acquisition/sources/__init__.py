@@ -24,7 +24,7 @@ SOURCE_MODULES = {
     "glyphs": "pocketml.acquisition.sources.glyphs",
 }
 
-__all__ = ["SOURCE_MODULES", "Source", "SourceItem", "make_source", "source_module"]
+__all__ = ["SOURCE_MODULES", "Source", "SourceItem", "check_sources", "make_source", "source_config", "source_module"]
 
 
 def source_module(type_name: str) -> ModuleType:
@@ -33,13 +33,27 @@ def source_module(type_name: str) -> ModuleType:
     return importlib.import_module(SOURCE_MODULES[type_name])
 
 
-def make_source(table: dict, where: str = "source") -> Source:
-    """A Source from a TOML table with `type` plus that source's keys (validated by its CONFIG)."""
+def source_config(table: dict, where: str = "source") -> tuple[ModuleType, object]:
+    """A source table's module and its validated CONFIG (keys only: nothing is opened or fetched)."""
     if not isinstance(table, dict):
         raise PocketMLError(f"[{where}] must be a table with a `type` key, got {type(table).__name__}")
     if "type" not in table:
         raise PocketMLError(f"[{where}] has no `type`; accepted types: {', '.join(SOURCE_MODULES)}")
     module = source_module(table["type"])
     keys = {k: v for k, v in table.items() if k != "type"}
-    config = from_mapping(module.CONFIG, keys, f"{where}({table['type']})")
+    return module, from_mapping(module.CONFIG, keys, f"{where}({table['type']})")
+
+
+def check_sources(tables: list[dict]) -> None:
+    """Every [[acquire.sources]] table checked against its source's CONFIG before anything runs."""
+    if not tables:
+        raise PocketMLError(f"[acquire] has no sources; add at least one [[acquire.sources]] table with "
+                            f"type = {' | '.join(SOURCE_MODULES)}")
+    for i, table in enumerate(tables):
+        source_config(table, f"acquire.sources[{i}]")
+
+
+def make_source(table: dict, where: str = "source") -> Source:
+    """A Source from a TOML table with `type` plus that source's keys (validated by its CONFIG)."""
+    module, config = source_config(table, where)
     return module.make_source(config)

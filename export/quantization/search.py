@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from pocketml import latency
 from pocketml.artifact import PASSED, Parity
+from pocketml.errors import reason_of
 from pocketml.fsutil import tree_bytes
 
 MAX_STEPS = 8  # candidates judged at most per file: each costs a conversion and an evaluation
@@ -119,15 +121,9 @@ def latency_ms(module: ModuleType, path: Path, image: np.ndarray) -> float | Non
     if module.latency_unavailable() is not None:
         return None
     call = module.load(path, threads=1).invoker(image[None])
-    for _ in range(WARMUP_RUNS):
-        call()
-    samples = []
-    started = time.perf_counter()
-    while len(samples) < TIMED_RUNS and (len(samples) < 5 or time.perf_counter() - started < TIMED_SECONDS):
-        t0 = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t0)
-    return round(1000 * float(np.median(samples)), 4)
+    figures = latency.measure(call, min_time_s=TIMED_SECONDS, min_runs=5, max_runs=TIMED_RUNS,
+                              warmup_runs=WARMUP_RUNS, block_runs=TIMED_RUNS, bare=False)
+    return round(figures["p50_ms"], 4)
 
 
 def _closeness(step: Step) -> tuple:
@@ -187,7 +183,7 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
             return step, path, None
         probs = module.load(path).predict(judge.images)
     except Exception as exc:  # a rung whose converter or runtime fails is recorded; the next rung goes on
-        step.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        step.reason = reason_of(exc)
         step.seconds = round(time.perf_counter() - start, 2)
         return step, path, None
     parity: Parity = judge.parity(precision, probs)
@@ -201,7 +197,7 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
     return step, path, built
 
 
-def place(path: Path, out_path: Path) -> None:
+def move_into_place(path: Path, out_path: Path) -> None:
     """Move the chosen candidate's file (or package directory) to `out_path`, replacing what is there."""
     out_path = Path(out_path)
     if out_path.is_dir():

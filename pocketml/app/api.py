@@ -10,39 +10,40 @@ and what is accepted) and returns the typed result of its stage, not a dict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pocketml.artifact import ExportManifest, Recommendation, load_recommendations
+from pocketml.artifact import ExportManifest, load_recommendations
 from pocketml.config import from_settings
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.configs.bench import BenchConfig
 from pocketml.configs.curate import CurateConfig
 from pocketml.configs.train import TrainConfig
+from pocketml.results import AcquireResult, BenchResults, BenchRow, CurateResult, PackageResult
 
 
 def _config(cls, settings: dict, section: str):
     return from_settings(cls, settings, section)
 
 
-def acquire(out_dir: str | Path, sources: list[dict], **settings: Any) -> dict:
+def acquire(out_dir: str | Path, sources: list[dict], **settings: Any) -> AcquireResult:
     """Fetch, verify and store the images of `sources` ([{"type": "urls", ...}, ...]) into `out_dir`;
-    a rerun resumes. Returns the acquisition summary (also in out_dir/acquisition.json)."""
+    a rerun resumes. Returns what the dataset holds (out_dir/acquisition.json says the same)."""
     from pocketml.acquisition.acquire import acquire as run_acquire
-    from pocketml.app.pipeline import validate_sources
+    from pocketml.acquisition.sources import check_sources
 
     config = _config(AcquireConfig, {"sources": sources, **settings}, "acquire")
-    validate_sources(config)
-    return run_acquire(config, Path(out_dir))
+    check_sources(config.sources)
+    return AcquireResult.from_summary(run_acquire(config, Path(out_dir)))
 
 
-def curate(dataset_dir: str | Path, **settings: Any) -> dict:
+def curate(dataset_dir: str | Path, **settings: Any) -> CurateResult:
     """Duplicates, near-duplicates, label conflicts, quality flags and leakage-free splits of an
-    acquired dataset; writes manifest.csv and report/. Returns the curation summary."""
+    acquired dataset; writes manifest.csv and report/. Returns what was kept and removed, and why."""
     from pocketml.acquisition.curate import curate as run_curate
 
-    return run_curate(Path(dataset_dir), _config(CurateConfig, settings, "curate"))
+    report = run_curate(Path(dataset_dir), _config(CurateConfig, settings, "curate"))
+    return CurateResult.from_report(Path(dataset_dir), report)
 
 
 def train(dataset_dir: str | Path, out_dir: str | Path, **settings: Any) -> Path:
@@ -61,22 +62,6 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
     return run_validate(Path(export_dir), images=_path(images), strict=strict)
 
 
-@dataclass
-class BenchResults:
-    """What `pocketml bench` measured: one row per file (the Keras original first) and the choice per platform."""
-
-    out_dir: Path
-    rows: list[dict]
-    recommendations: list[Recommendation]
-    results: dict  # everything results.json holds: machine, libraries, config, peak GFLOP/s
-
-    def row(self, name: str) -> dict:
-        return next(r for r in self.rows if r["name"] == name)
-
-    def recommended(self, platform: str) -> str | None:
-        return next((r.artifact for r in self.recommendations if r.platform == platform), None)
-
-
 def bench(target: str | Path | list[str | Path], out_dir: str | Path, *, data: str | Path | None = None,
           reference: Any = None, labels: str | Path | None = None, **settings: Any) -> BenchResults:
     """Latency, size and memory of every file in an export directory beside its verdict, and the
@@ -92,7 +77,8 @@ def bench(target: str | Path | list[str | Path], out_dir: str | Path, *, data: s
     else:
         files = [target] if isinstance(target, (str, Path)) else list(target)
         results = bench_files(files, Path(out_dir), config, data=data, reference=reference, labels=labels)
-    return BenchResults(Path(out_dir), results["rows"], load_recommendations(out_dir), results)
+    rows = [BenchRow.from_dict(row) for row in results["rows"]]
+    return BenchResults(Path(out_dir), rows, load_recommendations(out_dir), results)
 
 
 def load(path: str | Path, labels: str | Path | None = None, image_size: str | tuple[int, int] | None = None):
@@ -104,12 +90,12 @@ def load(path: str | Path, labels: str | Path | None = None, image_size: str | t
     return load_labelled(Path(path), labels=labels, image_size=image_size)
 
 
-def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path | None = None) -> dict[str, list[str]]:
+def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path | None = None) -> PackageResult:
     """ios/, android/, onnx/ bundles of the files that passed, the recommended one first; returns
-    platform -> the file names each bundle carries."""
+    the bundles (platform -> the file names each carries)."""
     from pocketml.export.package import package as run_package
 
-    return run_package(Path(export_dir), Path(out_dir), _path(bench_dir))
+    return PackageResult(Path(out_dir), run_package(Path(export_dir), Path(out_dir), _path(bench_dir)))
 
 
 def run(config: str | Path, run_dir: str | Path | None = None, *, from_stage: str | None = None,

@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pocketml.acquisition.pool import POOL_FILE
+from pocketml.artifact import MANIFEST_FILE, RECOMMENDATIONS_FILE
+from pocketml.benchmarks.report import RESULTS_FILE
 from pocketml.config import from_mapping, load_toml
-from pocketml.configs.acquire import AcquireConfig
+from pocketml.dataset import DATASET_MANIFEST
 from pocketml.errors import PocketMLError
+from pocketml.export.package import BUNDLE_MANIFEST
 from pocketml.paths import STAGES, RunPaths
+from pocketml.spec import MODEL_FILE, SPEC_FILE
 
 if TYPE_CHECKING:
     from pocketml.configs.pipeline import PipelineConfig
@@ -48,6 +53,9 @@ class Stage:
     inputs: Callable[[PipelineConfig, RunPaths], list[Path]]  # files whose content decides a rerun
     outputs: Callable[[RunPaths], list[Path]]  # files the stage makes that later stages never modify
     run: Callable[[PipelineConfig, RunPaths], object]
+    # The stage's own complete check of its section (names from its registries, files it needs):
+    # every stage's runs before the first stage starts, so a bad value is reported in the first second.
+    check: Callable[[PipelineConfig], object]
 
 
 # ---------------------------------------------------------------- the six stages
@@ -89,6 +97,29 @@ def _package(config: PipelineConfig, paths: RunPaths) -> object:
     return package(paths.export, paths.bundles, paths.bench)
 
 
+def _check_acquire(config: PipelineConfig) -> None:
+    from pocketml.acquisition.sources import check_sources
+
+    check_sources(config.acquire.sources)
+
+
+def _check_train(config: PipelineConfig) -> None:
+    from pocketml.training.backbones import check_config
+
+    check_config(config.train)
+
+
+def _check_export(config: PipelineConfig) -> None:
+    from pocketml.export.exporter import check_config
+
+    # The run's own dataset calibrates when [export] names no images (export_section).
+    check_config(config.export, has_calibration=True)
+
+
+def _checked_by_its_class(config: PipelineConfig) -> None:
+    """[curate] and [bench] hold only values their config classes validate completely on construction."""
+
+
 def export_section(config: PipelineConfig, paths: RunPaths) -> object:
     """[export] with the run's own curated dataset when no images are given: its train split
     calibrates, its test split (else val) judges."""
@@ -98,25 +129,26 @@ def export_section(config: PipelineConfig, paths: RunPaths) -> object:
 
 
 def _export_inputs(config: PipelineConfig, paths: RunPaths) -> list[Path]:
-    model = [paths.model / "model.keras", paths.model / "spec.json"]
+    model = [paths.model / MODEL_FILE, paths.model / SPEC_FILE]
     section = export_section(config, paths)
     uses_dataset = paths.dataset in (section.calibration, section.validation_images)
-    return model + ([paths.dataset / "manifest.csv"] if uses_dataset else [])
+    return model + ([paths.dataset / DATASET_MANIFEST] if uses_dataset else [])
 
 
 PIPELINE: tuple[Stage, ...] = (
     Stage("acquire", lambda c, p: c.acquire, lambda c, p: [],
-          lambda p: [p.dataset / "pool.csv"], _acquire),
-    Stage("curate", lambda c, p: c.curate, lambda c, p: [p.dataset / "pool.csv"],
-          lambda p: [p.dataset / "manifest.csv"], _curate),
-    Stage("train", lambda c, p: c.train, lambda c, p: [p.dataset / "manifest.csv"],
-          lambda p: [p.model / "model.keras", p.model / "spec.json"], _train),
+          lambda p: [p.dataset / POOL_FILE], _acquire, _check_acquire),
+    Stage("curate", lambda c, p: c.curate, lambda c, p: [p.dataset / POOL_FILE],
+          lambda p: [p.dataset / DATASET_MANIFEST], _curate, _checked_by_its_class),
+    Stage("train", lambda c, p: c.train, lambda c, p: [p.dataset / DATASET_MANIFEST],
+          lambda p: [p.model / MODEL_FILE, p.model / SPEC_FILE], _train, _check_train),
     # manifest.json names every exported file with its sha256, so hashing it covers them all.
-    Stage("export", export_section, _export_inputs, lambda p: [p.export / "manifest.json"], _export),
-    Stage("bench", lambda c, p: c.bench, lambda c, p: [p.export / "manifest.json"],
-          lambda p: [p.bench / "results.json", p.bench / "recommendations.json"], _bench),
-    Stage("package", lambda c, p: {}, lambda c, p: [p.export / "manifest.json", p.bench / "recommendations.json"],
-          lambda p: [p.bundles / platform / "bundle.json" for platform in _bundle_platforms(p)], _package),
+    Stage("export", export_section, _export_inputs, lambda p: [p.export / MANIFEST_FILE], _export, _check_export),
+    Stage("bench", lambda c, p: c.bench, lambda c, p: [p.export / MANIFEST_FILE],
+          lambda p: [p.bench / RESULTS_FILE, p.bench / RECOMMENDATIONS_FILE], _bench, _checked_by_its_class),
+    Stage("package", lambda c, p: {}, lambda c, p: [p.export / MANIFEST_FILE, p.bench / RECOMMENDATIONS_FILE],
+          lambda p: [p.bundles / platform / BUNDLE_MANIFEST for platform in _bundle_platforms(p)], _package,
+          _checked_by_its_class),
 )
 assert tuple(s.name for s in PIPELINE) == STAGES
 
@@ -125,7 +157,7 @@ def _bundle_platforms(paths: RunPaths) -> list[str]:
     """The bundles a package run left (their bundle.json files are its outputs)."""
     if not paths.bundles.is_dir():
         return ["(none)"]
-    return sorted(d.name for d in paths.bundles.iterdir() if (d / "bundle.json").is_file()) or ["(none)"]
+    return sorted(d.name for d in paths.bundles.iterdir() if (d / BUNDLE_MANIFEST).is_file()) or ["(none)"]
 
 
 # ---------------------------------------------------------------- the config
@@ -141,30 +173,18 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 
 def pipeline_config_from_mapping(data: dict, where: str = "") -> PipelineConfig:
-    """A validated PipelineConfig, each acquisition source's keys and each export format included."""
+    """A PipelineConfig whose every section is validated completely: its class's checks on construction,
+    then each stage's own check (source keys, backbone and weights, formats and precisions)."""
     from pocketml.configs.pipeline import PipelineConfig
-    from pocketml.export.registry import check_formats
 
     config = from_mapping(PipelineConfig, data, where)
-    validate_sources(config.acquire)
-    check_formats(config.export.formats)
+    for stage in PIPELINE:
+        try:
+            stage.check(config)
+        except PocketMLError as exc:
+            message = str(exc)
+            raise PocketMLError(message if message.startswith("[") else f"[{stage.name}] {message}") from exc
     return config
-
-
-def validate_sources(acquire: AcquireConfig) -> None:
-    """Check each [[acquire.sources]] table against its source module's CONFIG before anything runs."""
-    from pocketml.acquisition.sources import SOURCE_MODULES, source_module
-
-    if not acquire.sources:
-        raise PocketMLError(f"[acquire] has no sources; add at least one [[acquire.sources]] table with "
-                            f"type = {' | '.join(SOURCE_MODULES)}")
-    for i, table in enumerate(acquire.sources):
-        where = f"acquire.sources[{i}]"
-        if "type" not in table:
-            raise PocketMLError(f"[{where}] has no `type`; accepted types: {', '.join(SOURCE_MODULES)}")
-        module = source_module(table["type"])
-        # Only the keys are checked here; the source itself (files, fonts, network) is built by acquire.
-        from_mapping(module.CONFIG, {k: v for k, v in table.items() if k != "type"}, f"{where}({table['type']})")
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -343,14 +363,15 @@ def print_summary(results: list[StageResult], paths: RunPaths) -> None:
 
 def print_bench_table(paths: RunPaths) -> None:
     """bench's own console table, from the results.json it wrote (also when bench was skipped)."""
+    from pocketml.benchmarks.report import REPORT_HTML, RESULTS_CSV
     from pocketml.benchmarks.report import print_summary as print_bench_summary
     from pocketml.console import console
 
-    results = paths.bench / "results.json"
+    results = paths.bench / RESULTS_FILE
     if not results.is_file():
         return
     print_bench_summary(json.loads(results.read_text()))
-    files = [paths.bench / name for name in ("results.csv", "report.html")]
+    files = [paths.bench / name for name in (RESULTS_CSV, REPORT_HTML)]
     console.print("benchmark table: " + ", ".join(str(f) for f in [results, *files] if f.is_file()))
 
 
@@ -358,7 +379,7 @@ def bundle_lines(paths: RunPaths) -> list[str]:
     """Where each platform's bundle is, with the file it leads with."""
     lines = []
     for platform in _bundle_platforms(paths):
-        bundle = paths.bundles / platform / "bundle.json"
+        bundle = paths.bundles / platform / BUNDLE_MANIFEST
         if bundle.is_file():
             recommended = json.loads(bundle.read_text()).get("recommended")
             lines.append(f"{platform} bundle: {bundle.parent}" + (f" (recommended: {recommended})" if recommended else ""))
@@ -374,7 +395,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the whole pipeline into one run directory; stages whose config and inputs are "
                     "unchanged since their last run are skipped.")
     parser.add_argument("config", type=Path, metavar="PIPELINE.toml", help="pipeline config (see examples/)")
-    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: run_dir in the TOML)")
+    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR", help="run directory (default: run_dir in the TOML)")
     parser.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
                         help="start at this stage; earlier stages are taken as they are")
     parser.add_argument("--to", dest="to_stage", choices=STAGES, default=None, help="stop after this stage")

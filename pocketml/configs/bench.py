@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pocketml.errors import PocketMLError
+
 
 @dataclass
 class BenchConfig:
@@ -22,3 +24,16 @@ class BenchConfig:
     memory_runs: int = 5  # inferences the memory probe runs after loading
     probe_peak: bool = True  # matmul probe of this machine's peak GFLOP/s per thread count
     keras_model: str | None = None  # the Keras original; None: the manifest's model.source
+
+    def __post_init__(self) -> None:
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise PocketMLError(f"threads = {self.threads} is not accepted; give thread counts >= 1, e.g. [1, 4]")
+        if self.min_time_s < 0 or self.min_runs < 1 or self.max_runs < self.min_runs or self.block_runs < 1:
+            raise PocketMLError(f"min_time_s = {self.min_time_s}, min_runs = {self.min_runs}, max_runs = "
+                                f"{self.max_runs}, block_runs = {self.block_runs}: need min_time_s >= 0, "
+                                "min_runs >= 1, max_runs >= min_runs and block_runs >= 1")
+        if self.warmup_runs < 0 or self.memory_runs < 1:
+            raise PocketMLError(f"warmup_runs = {self.warmup_runs} and memory_runs = {self.memory_runs}: "
+                                "need warmup_runs >= 0 and memory_runs >= 1")
+        if self.budget_points < 0:
+            raise PocketMLError(f"budget_points = {self.budget_points} is not accepted; give 0 or more percentage points")

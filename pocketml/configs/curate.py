@@ -7,6 +7,7 @@ from typing import Literal
 
 from pocketml.configs.acquire import executor_problem
 
+GROUP_DISTANCE = 10  # pHash bits within which images share a split, unless near_distance is larger
 QUALITY_FLAGS = ("dark", "bright", "blurry", "low_info", "grayscale", "aspect", "tiny")
 
 
@@ -22,8 +23,8 @@ class CurateConfig:
     # re-encodes and resizes land at 0-4, distinct photos of the same scene usually above 12.
     near_distance: int = 6
     # Images this close (bits, >= near_distance) are kept but forced into one split, so a burst of similar
-    # shots cannot sit on both sides of train/test.
-    group_distance: int = 10
+    # shots cannot sit on both sides of train/test. Unset: 10, or near_distance when that is larger.
+    group_distance: int | None = None
     # Also require dHash within this many bits for a near duplicate (None: pHash alone decides). A second,
     # differently built hash cuts false matches between distinct photos with similar layouts.
     dhash_distance: int | None = None
@@ -67,6 +68,8 @@ class CurateConfig:
         self.ratios = ratios
         if self.dhash_distance is not None and not 0 <= self.dhash_distance <= 64:
             raise ValueError(f"dhash_distance {self.dhash_distance} must be within 0..64 bits, or left out")
+        if self.group_distance is None:
+            self.group_distance = max(GROUP_DISTANCE, self.near_distance)
         if not 0 <= self.near_distance <= 64 or not self.near_distance <= self.group_distance <= 64:
             raise ValueError(
                 f"near_distance {self.near_distance} and group_distance {self.group_distance} must satisfy "

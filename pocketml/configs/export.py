@@ -9,6 +9,13 @@ from pocketml.dataset import CALIBRATION_COUNT, EVALUATION_COUNT
 from pocketml.errors import PocketMLError
 from pocketml.spec import Normalization, requested_normalization
 
+# The ONNX opsets export writes: 13 (per-channel QDQ needs it) .. 18 (the newest tf2onnx 1.17 writes).
+ONNX_OPSETS = range(13, 19)
+ONNX_OPSET = 17  # the default: ONNX Runtime Mobile and every current runtime execute it
+# Oldest iOS a Core ML package may target; iOS16 is the first whose Core ML runs compressed weights.
+COREML_TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")
+COREML_TARGET = "iOS16"
+
 
 @dataclass
 class ExportConfig:
@@ -26,9 +33,9 @@ class ExportConfig:
     # Labels file (one per line) that replaces spec.json's labels; None: use spec.json beside the model.
     labels: Path | None = None
     # Oldest iOS the Core ML package must run on (mlprogram needs iOS15+; fp16 compute iOS16+).
-    minimum_deployment_target: str = "iOS16"
+    minimum_deployment_target: str = COREML_TARGET
     # ONNX opset for the fp32 graph (17 is what onnxruntime mobile and most tooling accept).
-    opset: int = 17
+    opset: int = ONNX_OPSET
     # Preprocessing the model expects but lacks, put in front of it in every exported file: none,
     # mobilenet ([-1, 1]), imagenet (torchvision mean/std), caffe-bgr, unit ([0, 1]); None: the model's
     # own (a Rescaling/Normalization layer at its input, or spec.json), else raw pixels 0..255.
@@ -52,8 +59,12 @@ class ExportConfig:
         if self.calibration_images < 1 or self.evaluation_images < 1:
             raise PocketMLError(f"calibration_images = {self.calibration_images} and evaluation_images = "
                                 f"{self.evaluation_images}; need at least 1 each")
-        if self.opset < 13:
-            raise PocketMLError(f"opset {self.opset} is too old; accepted: 13 or newer (default 17)")
+        if self.opset not in ONNX_OPSETS:
+            raise PocketMLError(f"opset {self.opset} is not accepted; use {ONNX_OPSETS.start}.."
+                                f"{ONNX_OPSETS.stop - 1} (default {ONNX_OPSET})")
+        if self.minimum_deployment_target not in COREML_TARGETS:
+            raise PocketMLError(f"minimum_deployment_target {self.minimum_deployment_target!r} is not accepted; "
+                                f"use one of {', '.join(COREML_TARGETS)}")
         self.normalization  # noqa: B018 -- rejects a bad preprocess/mean/std before any work
 
     @property

@@ -47,6 +47,20 @@ def test_unknown_flag_in_exclude_list_is_rejected_naming_the_accepted_ones():
         from_mapping(CurateConfig, {"near_distance": 12, "group_distance": 10}, "curate")
 
 
+def test_a_looser_near_distance_widens_the_unset_group_distance_alike_in_toml_api_and_cli(tmp_path):
+    from pocketml.acquisition.cli_curate import config_from_args
+
+    from pocketml.app.cli import build_parser
+
+    assert from_mapping(CurateConfig, {"near_distance": 12}, "curate").group_distance == 12
+    assert CurateConfig(near_distance=4).group_distance == 10
+    toml = tmp_path / "c.toml"
+    toml.write_text("[curate]\nseed = 3\n")
+    args = build_parser().parse_args(["curate", "d", "--config", str(toml), "--near-distance", "12"])
+    config = config_from_args(args)
+    assert (config.seed, config.near_distance, config.group_distance) == (3, 12, 12)
+
+
 def test_dhash_confirmation_separates_phash_lookalikes():
     def item(k: int, label: str, phash: int, dhash: int) -> Item:
         facts = ImageFacts(Path(f"{k}.jpg"), 100, 100, f"pixels{k}", phash, dhash)
@@ -58,3 +72,22 @@ def test_dhash_confirmation_separates_phash_lookalikes():
     confirmed = analyse(items, CurateConfig(dhash_distance=4))
     # 1's dHash is 20 bits from the others: pHash alone matched it, the pair of hashes does not.
     assert confirmed.clusters == [[0, 2]] and [(a, b) for a, b, _ in confirmed.near_pairs] == [(0, 2)]
+
+
+def test_a_transparent_png_is_decoded_once_on_white_for_facts_and_contact_sheet(tmp_path, monkeypatch):
+    from PIL import Image
+    from pocketml.acquisition import image_facts, report
+
+    logo = np.zeros((80, 80, 4), dtype=np.uint8)
+    logo[20:60, 20:60] = (0, 0, 0, 255)  # a black square on a transparent background
+    path = tmp_path / "logo.png"
+    Image.fromarray(logo, "RGBA").save(path)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    facts = image_facts.facts_of(path, CurateConfig(baseline_size=8))
+    assert opened == [path]  # one decoding per file
+    baseline = image_facts.baseline_pixels([facts], 8)[0]
+    assert baseline[0, 0].tolist() == [255, 255, 255] and baseline[4, 4].tolist() == [0, 0, 0]
+    thumb = np.asarray(report._thumbnail(path, 16))
+    assert thumb[0, 0].tolist() == [255, 255, 255]  # transparency is white, not black

@@ -61,8 +61,8 @@ def build_export_dir(export_dir: Path, model_dir: Path, photos_dir: Path) -> Pat
     """`export_model`'s tflite/onnx fp32+fp16 files and a Core ML fp16 package, plus the three broken
     entries (see module doc), every entry judged by `validate` as the export judges."""
     from pocketml.export.exporter import export_model, export_variant
+    from pocketml.export.model_source import load_source
     from pocketml.export.registry import format_module
-    from pocketml.export.source import load_source
     from pocketml.export.validate import validate
 
     from pocketml.configs.export import ExportConfig

@@ -11,10 +11,11 @@ import time
 
 import numpy as np
 import pytest
-from pocketml.benchmarks import cost, estimates, latency, peak, recommend, report
+from pocketml.benchmarks import cost, estimates, peak, recommend, report
 from pocketml.benchmarks.bench import PASSED, bench
 from pocketml.benchmarks.cli import config_from_args, register
 
+from pocketml import latency
 from pocketml.configs.bench import BenchConfig
 from pocketml.errors import PocketMLError
 

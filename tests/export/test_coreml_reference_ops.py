@@ -21,7 +21,7 @@ from pocketml.export.coreml_mil import (  # noqa: E402
     materialize_constexpr,
     program_from_mil,
 )
-from pocketml.export.coreml_reference import Executor, load_reference  # noqa: E402
+from pocketml.export.coreml_reference import MilRunner, load_reference  # noqa: E402
 
 from pocketml.errors import PocketMLError  # noqa: E402
 
@@ -68,7 +68,7 @@ def run_program(tmp_path: Path, build, inputs: dict[str, np.ndarray], saved: boo
     else:
         program = program_from_mil(build_program(build, shapes, **kwargs), path=tmp_path / "builder")
     feeds = dict(zip(("x", "y")[: len(inputs)], inputs.values(), strict=True))
-    return np.asarray(Executor(program).run(feeds)[program.outputs[0]])
+    return np.asarray(MilRunner(program).run(feeds)[program.outputs[0]])
 
 
 def rand(*shape: int) -> np.ndarray:
@@ -359,10 +359,10 @@ def _pack_lsb_first(values: np.ndarray, nbits: int) -> np.ndarray:
 
 
 def _weight_through_program(tmp_path, make_weight, shape, target) -> tuple[np.ndarray, np.ndarray]:
-    """Executor's view of a decompressed weight (x + weight with x = 0), and coremltools' own."""
+    """MilRunner's view of a decompressed weight (x + weight with x = 0), and coremltools' own."""
     path = save_program(lambda x: mb.add(x=x, y=make_weight()), {"x": shape}, tmp_path / "w.mlpackage", target=target)
     program = load_program(path)
-    got = np.asarray(Executor(program).run({"x": np.zeros(shape, np.float32)})[program.outputs[0]])
+    got = np.asarray(MilRunner(program).run({"x": np.zeros(shape, np.float32)})[program.outputs[0]])
     (theirs,) = materialize_constexpr(path).values()
     return got, theirs
 
@@ -483,4 +483,4 @@ def test_image_input_applies_channel_order_scale_and_bias(tmp_path):
 def test_unknown_op_names_the_op_and_the_model(tmp_path):
     path = save_program(lambda x: mb.erf(x=x), {"x": (1, 4)}, tmp_path / "odd_model.mlpackage")
     with pytest.raises(PocketMLError, match=r"odd_model\.mlpackage.*\berf\b"):
-        Executor(load_program(path))
+        MilRunner(load_program(path))

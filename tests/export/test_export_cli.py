@@ -47,6 +47,23 @@ def test_empty_calibration_folder_is_rejected(tiny_dir, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--formats", "tflite,onnx", "--precisions", "fp32,int8"],
+         "tflite int8, onnx int8 need(s) calibration images; pass --calibration DIR"),
+        (["--formats", "onnx", "--opset", "19"], "opset 19 is not accepted; use 13..18 (default 17)"),
+        (["--formats", "coreml", "--min-ios", "iOS15"], "minimum_deployment_target 'iOS15' is not accepted"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_before_any_conversion(tiny_dir, tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    assert cli.main(["export", str(tiny_dir), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert not out.exists()
+
+
 def test_export_prints_summary_and_notes(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["export", str(tiny_dir / "model.keras"), "--out", str(out), "--formats", "tflite"]

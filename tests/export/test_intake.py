@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pocketml.export.model_source import load_source
 from pocketml.export.registry import format_module
-from pocketml.export.source import load_source
 
 from pocketml.artifact import ExportManifest
 from tests.export import user_models as um

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pocketml.export import graph
 from pocketml.export.exporter import export_model
+from pocketml.export.model_source import leading_normalization, load_source
 from pocketml.export.registry import format_module
-from pocketml.export.source import leading_normalization, load_source
 
 from pocketml.artifact import ExportManifest
 from pocketml.configs.export import ExportConfig

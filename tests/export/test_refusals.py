@@ -8,7 +8,7 @@ import shutil
 
 import h5py
 import pytest
-from pocketml.export.source import load_source
+from pocketml.export.model_source import load_source
 
 from pocketml.app import cli
 from pocketml.errors import PocketMLError

@@ -87,7 +87,7 @@ def test_predictor_accepts_uint8_and_float_and_rejects_wrong_shapes(export_dir, 
 
 @pytest.mark.parametrize("calibration", [None, np.zeros((0, 96, 96, 3), dtype=np.uint8)])
 def test_full_integer_without_calibration_is_refused(tmp_path, calibration):
-    from pocketml.export.source import load_source
+    from pocketml.export.model_source import load_source
 
     source = load_source(tiny_model_dir(tmp_path / "model"))
     with pytest.raises(PocketMLError, match="needs calibration images"):

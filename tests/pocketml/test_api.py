@@ -41,9 +41,11 @@ def test_export_bench_package_from_python_return_typed_results(real_model_dir, p
     results = pocketml.bench(tmp_path / "export", tmp_path / "bench", threads=[1], min_time_s=0.02, min_runs=5,
                              measure_memory=False, probe_peak=False)
     assert results.recommended("android") == "tflite-fp32"
-    assert results.row("tflite-fp32")["top1_agreement"] == manifest.find("tflite", "fp32").parity.top1_agreement
+    row = results.row("tflite-fp32")
+    assert row.top1_agreement == manifest.find("tflite", "fp32").parity.top1_agreement and row.status == "passed"
+    assert row.p50_ms(1) is not None and results.rows[0].name == "keras"
     bundles = pocketml.package(tmp_path / "export", tmp_path / "bundles", tmp_path / "bench")
-    assert bundles == {"android": ["model-fp32.tflite"]}
+    assert bundles.bundles == {"android": ["model-fp32.tflite"]} and bundles.folder("android").is_dir()
     again = pocketml.validate(tmp_path / "export")
     assert again.find("tflite", "fp32").parity == manifest.find("tflite", "fp32").parity
 
@@ -58,3 +60,20 @@ def test_a_users_export_folder_does_not_shadow_the_packages(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == ".tflite"
+
+
+def test_acquire_and_curate_from_python_return_typed_results(tmp_path):
+    from pocketml.results import AcquireResult, CurateResult
+
+    sources = [{"type": "glyphs", "letters": ["A", "B"], "per_letter": 12, "image_size": 64}]
+    acquired = pocketml.acquire(tmp_path / "ds", sources, workers=1)
+    assert isinstance(acquired, AcquireResult)
+    assert acquired.images == acquired.by_status["ok"] == 24 and set(acquired.by_label) == {"A", "B"}
+    assert acquired.processed == 24 and acquired.out_dir == tmp_path / "ds"
+    again = pocketml.acquire(tmp_path / "ds", sources, workers=1)
+    assert (again.images, again.processed) == (24, 0)  # a rerun resumes
+    curated = pocketml.curate(tmp_path / "ds", near_distance=12, workers=1)
+    assert isinstance(curated, CurateResult)
+    assert curated.labels == ("A", "B") and curated.images_in == 24
+    assert curated.images_kept + curated.images_removed == 24
+    assert curated.report["config"]["group_distance"] == 12  # a looser near distance widens grouping

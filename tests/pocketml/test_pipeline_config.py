@@ -44,7 +44,15 @@ def test_a_minimal_file_gets_every_other_setting_from_the_stage_defaults(tmp_pat
          r"unknown key 'trian' \(did you mean 'train'\?\); accepted keys: acquire, bench, curate, export, run_dir, train"),
         (GLYPHS + "[bench]\nthread = [1]\n", r"unknown key 'bench.thread' \(did you mean 'threads'\?\); accepted keys: .*min_time_s"),
         (GLYPHS + "[train]\nepochs_frozen = \"ten\"\n", r"train.epochs_frozen = 'ten' is not accepted; expected int"),
-        (GLYPHS + "[export]\nopset = 9\n", r"opset 9 is too old; accepted: 13 or newer"),
+        (GLYPHS + "[export]\nopset = 9\n", r"opset 9 is not accepted; use 13..18"),
+        (GLYPHS + "[export]\nopset = 19\n", r"opset 19 is not accepted; use 13..18"),
+        (GLYPHS + "[export]\nprecisions = [\"fp8\"]\n", r"\[export\] unknown precision\(s\) fp8 .*accepted: fp32"),
+        (GLYPHS + "[train]\nbackbone = \"mobilenetv2\"\n",
+         r"\[train\] unknown backbone 'mobilenetv2' \(did you mean 'mobilenet_v2'\?\)"),
+        (GLYPHS + "[train]\nimage_size = 16\n", r"\[train\] image size 16 px is too small for mobilenet_v2"),
+        (GLYPHS + "[train]\nweights = \"nowhere.h5\"\n", r"\[train\] weights 'nowhere.h5' is not a file"),
+        (GLYPHS + "[bench]\nthreads = [0]\n", r"threads = \[0\] is not accepted; give thread counts >= 1"),
+        (GLYPHS + "[curate]\nnear_distance = 12\ngroup_distance = 10\n", r"near_distance 12 and group_distance 10"),
         (GLYPHS + "[acquire.download]\nthreds = 4\n", r"unknown key 'acquire.download.threds' \(did you mean 'threads'\?\)"),
         (GLYPHS.replace("per_letter", "per_leter"),
          r"unknown key 'acquire.sources\[0\]\(glyphs\).per_leter' \(did you mean 'per_letter'\?\)"),
@@ -77,6 +85,19 @@ def test_cli_reports_a_bad_key_on_one_line_before_any_stage_runs(tmp_path, capsy
     assert err.startswith("pocketml run: error: ") and "unknown key 'curate.no_such_key'" in err
     assert len(err.splitlines()) == 1
     assert not run_dir.exists()  # nothing started
+
+
+def test_a_bad_backbone_stops_the_run_before_acquire(tmp_path, capsys):
+    import time
+
+    path = write(tmp_path, GLYPHS + "[train]\nbackbone = \"mobilenetv2\"\n")
+    run_dir = tmp_path / "run"
+    started = time.perf_counter()
+    assert main(["run", str(path), "--run-dir", str(run_dir)]) == 2
+    assert time.perf_counter() - started < 5  # the first second, not after acquire and curate
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "[train] unknown backbone 'mobilenetv2'" in err
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize("name", ["demo.toml", "folder.toml", "hotdog_imagenet.toml", "hotdog_openimages.toml"])

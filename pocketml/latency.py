@@ -1,6 +1,7 @@
-"""Batch-1 latency the way a phone app runs a model: one camera frame at a time.
+"""Batch-1 latency the way a phone app runs a model: one camera frame at a time. The one timer:
+bench's figures and the quantisation search's ranking of its candidates both come from `measure`.
 
-The timed call is a Predictor's invoker (export/predictor.py): the runtime's own work on a prepared
+The timed call is a Predictor's invoker (export/runtime.py): the runtime's own work on a prepared
 frame, set up by the format module with an explicit thread count exactly as predict sets it up.
 Timed runs alternate with blocks of the same call in a bare loop, which measures what the harness
 itself adds (timestamps, bookkeeping) on this very machine.
@@ -59,8 +60,9 @@ def block_size(run: Run, warmup_runs: int, block_runs: int) -> int:
     return max(1, min(block_runs, int(20e6 // max(last, 1))))
 
 
-def measure(run: Run, min_time_s: float, min_runs: int, max_runs: int, warmup_runs: int, block_runs: int) -> dict:
-    """Latency percentiles of `run` plus the harness overhead vs a bare loop of the same call.
+def measure(run: Run, min_time_s: float, min_runs: int, max_runs: int, warmup_runs: int, block_runs: int,
+            bare: bool = True) -> dict:
+    """Latency percentiles of `run` plus (with `bare`) the harness overhead vs a bare loop of the same call.
 
     The overhead is the harness's own cost per iteration (two clock reads and an append, measured
     around a no-op where nothing else can hide in it) divided by the bare call's time. Timed and
@@ -75,9 +77,12 @@ def measure(run: Run, min_time_s: float, min_runs: int, max_runs: int, warmup_ru
     deadline = started + min_time_s
     while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() < deadline):
         n = min(n_block, max_runs - len(samples))
-        bare_blocks.append(_bare_block_ns(run, n) / n)
+        if bare:
+            bare_blocks.append(_bare_block_ns(run, n) / n)
         harness_blocks.append(_harness_block_ns(run, n, samples) / n)
     figures = summary_ms(np.asarray(samples, dtype=np.float64))
+    if not bare:  # a quick figure (e.g. to rank candidates): no bare-loop comparison, half the calls
+        return {**figures, "timed_seconds": time.perf_counter() - started}
     bare_ns = float(np.median(bare_blocks))
     figures.update(
         overhead_pct=float(clock_cost_ns() / max(bare_ns, 1.0) * 100),

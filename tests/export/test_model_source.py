@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from pocketml.export.source import load_source, parse_image_size
+from pocketml.export.model_source import load_source, parse_image_size
 
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file

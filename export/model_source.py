@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pocketml.export import graph, safe_load
 
-from pocketml.errors import PocketMLError
+from pocketml.errors import PocketMLError, one_line
 from pocketml.fsutil import sha256_file
 from pocketml.spec import MODEL_FILE, PRESETS, SPEC_FILE, ModelSpec, Normalization, read_labels
 
@@ -37,7 +37,7 @@ PREPROCESS_HINT = f"--preprocess {'|'.join(p for p in PRESETS if p != 'none')} o
 
 
 @dataclass
-class Source:
+class ModelSource:
     model: Any  # the classifier (export/graph.py): `image` float32 [N,H,W,3] RGB 0..255 -> probabilities
     spec: ModelSpec
     path: Path | None  # the model file or directory; None for a keras.Model handed over from Python
@@ -292,7 +292,7 @@ def needs_softmax(raw: Any, network: Network, size: tuple[int, int]) -> bool:
     try:
         out = np.asarray(raw(probe, training=False), dtype=np.float64)
     except Exception as exc:  # the user's model failing on an image batch is their model's problem
-        raise PocketMLError(f"the model fails on a [2,{size[0]},{size[1]},3] image batch ({str(exc)[:200]})") from exc
+        raise PocketMLError(f"the model fails on a [2,{size[0]},{size[1]},3] image batch ({one_line(str(exc), type(exc).__name__)})") from exc
     if np.all(out >= -1e-6) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
         return False
     if np.all((out >= 0) & (out <= 1)):
@@ -313,7 +313,7 @@ def classifier_of(network: Network, size: tuple[int, int], norm: Normalization) 
     try:
         image, output = graph.network_output(model, size, added)
     except Exception as exc:  # shape mismatches of a subclassed model surface here
-        raise PocketMLError(f"the model cannot take a [N,{size[0]},{size[1]},3] image batch ({str(exc)[:200]})") from exc
+        raise PocketMLError(f"the model cannot take a [N,{size[0]},{size[1]},3] image batch ({one_line(str(exc), type(exc).__name__)})") from exc
     output = single_output(output)
     raw = graph.classifier(image, output, add_softmax=False)
     softmax = needs_softmax(raw, network, size)
@@ -392,7 +392,7 @@ def load_source(
     image_size: str | tuple[int, int] | None = None,
     preprocess: Normalization | None = None,
     custom_objects: dict | None = None,
-) -> Source:
+) -> ModelSource:
     """The checked classifier (see load_classifier) and its spec; `labels` replaces spec.json's labels."""
     labels_file = Path(labels) if labels is not None else None
     if labels_file is not None and not labels_file.is_file():
@@ -404,4 +404,4 @@ def load_source(
         raise PocketMLError(
             f"{spec.num_classes} labels but the model outputs {classes} classes; give exactly {classes} labels"
         )
-    return Source(loaded.model, spec, loaded.network.path, loaded.notes, loaded.network.kind)
+    return ModelSource(loaded.model, spec, loaded.network.path, loaded.notes, loaded.network.kind)
