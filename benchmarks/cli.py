@@ -32,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where results.json, results.csv, report.html and recommendations.json go")
     p.add_argument("--threads", type=thread_list, default=None, help="CPU thread counts to time, e.g. 1,4 (default)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timed runs per artifact and thread count")
-    p.add_argument("--budget-points", type=float, default=None, help="accuracy drop allowed for a recommendation")
     p.add_argument("--reference", "--model", dest="reference", default=None,
                    help="the Keras original (default for an export: the manifest's model.source)")
     p.add_argument("--data", default=None, help="files only: images whose test/val split measures accuracy and parity")
@@ -49,8 +48,6 @@ def config_from_args(args: argparse.Namespace):
         config.threads = args.threads
     if args.min_time is not None:
         config.min_time_s = args.min_time
-    if args.budget_points is not None:
-        config.budget_points = args.budget_points
     if args.reference is not None:
         config.keras_model = args.reference
     config.measure_memory = not args.no_memory
