@@ -24,7 +24,7 @@ from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportMani
 from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress
-from pocketml.dataset import AGREEMENT_COUNT, ImageSet, agreement_set, choose_images, load_images
+from pocketml.dataset import ImageSet, agreement_set, choose_images, load_images
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
@@ -137,7 +137,7 @@ def image_sets(config: ExportConfig) -> tuple[ImageSet | None, ImageSet | None, 
     if evaluation is None or not config.validate:
         return calibration, None, None
     others = agreement_set([config.validation_images, config.calibration], calibration, evaluation,
-                           max(AGREEMENT_COUNT, len(evaluation)))
+                           config.agreement_images)
     return calibration, evaluation, others
 
 

@@ -117,10 +117,11 @@ def decide(precision: str, parity: Parity) -> Decision:
         failed.append(f"mean|dp| {parity.mean_abs_diff:.3g} > {tol.max_mean_abs_diff:g}")
     agreeing, judged = counted_agreement(parity)
     counted = judged - agreeing
-    ambiguous = f" ({parity.ambiguous_flips} more ambiguous)" if parity.ambiguous_flips else ""
+    ambiguous = f", {parity.ambiguous_flips} ambiguous not counted" if parity.ambiguous_flips else ""
     if tol.min_agreement >= 1:
         if counted:
-            failed.append(f"{counted} of {judged} images flipped where Keras' margin is >= {tol.ambiguous_margin:g}{ambiguous}")
+            failed.append(f"{counted} of {judged} images flipped where Keras' margin is >= {tol.ambiguous_margin:g}"
+                          + (f" ({ambiguous[2:]})" if ambiguous else ""))
     elif judged:
         low, high = agreement_interval(agreeing, judged)
         said = (f"agreement {agreeing}/{judged} ({counted} flips{ambiguous}), 95 % interval {low:.4f}-{high:.4f}")
