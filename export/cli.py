@@ -106,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from pocketml.export.exporter import export_model
 
+    from pocketml.artifact import EXPORTED
     from pocketml.configs.export import ExportConfig
 
     config = ExportConfig(
@@ -123,7 +124,7 @@ def run_export(args: argparse.Namespace) -> int:
         bgr=args.bgr,
     )
     manifest = export_model(args.model, args.out, config)
-    failed = [a for a in manifest.artifacts if a.status != "exported"]
+    failed = [a for a in manifest.artifacts if a.status != EXPORTED]
     print(f"wrote {len(manifest.artifacts) - len(failed)} artifacts to {args.out} ({len(failed)} failed to convert)")
     return 0
 

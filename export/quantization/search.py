@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.artifact import PASSED, TOO_FEW, Parity
+from pocketml.artifact import FAILED, PASSED, TOO_FEW, Parity
 from pocketml.fsutil import tree_bytes
 
 MAX_STEPS = 8  # candidates judged at most per file: each costs a conversion and an evaluation
@@ -201,7 +201,7 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
         step.bytes = tree_bytes(path)
         why = precheck(step) if precheck is not None else None
         if why:
-            step.status, step.reason = "failed", f"not judged: {why}"
+            step.status, step.reason = FAILED, f"not judged: {why}"
             step.seconds = round(time.perf_counter() - start, 2)
             return step, path, None
         probs = module.load(path).predict(judge.images)
