@@ -24,10 +24,11 @@ from pocketml.export.registry import format_module, format_names
 from pocketml import latency
 from pocketml.artifact import (
     EXPORTED,
-    FAILED_PARITY,
+    FAILED,
     PASSED,
     PRECISIONS,
     SKIPPED,
+    TOO_FEW,
     Artifact,
     ExportManifest,
     Parity,
@@ -41,7 +42,7 @@ from pocketml.fsutil import sha256_file, tree_bytes
 from pocketml.spec import Normalization
 
 FAILED_VALIDATION = "failed validation"  # exported, but its verdict is outside tolerance
-ROW_FAILED = "failed"  # no file to measure (the export crashed, or the file is gone)
+# A row with no file to measure (the export crashed, or the file is gone) has status FAILED.
 NOT_VALIDATED = "not validated"  # exported, no verdict (no evaluation images, or no runtime here)
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "coremltools", "numpy")
 KERAS_RUNTIME = "TensorFlow/Keras, model called eagerly through its Predictor (TensorFlow's own thread pool)"
@@ -85,6 +86,8 @@ def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dic
         "accuracy_drop_points": None,
         "top1_agreement": None,
         "flips": None,
+        "ambiguous_flips": None,
+        "images_needed": None,
         "max_abs_diff": None,
         "mean_abs_diff": None,
         "latency": {},
@@ -101,7 +104,7 @@ def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dic
 def verdict_figures(artifact: Artifact) -> dict:
     """A row's quality columns and status: the export's one verdict, copied, never recomputed."""
     parity = artifact.parity
-    status = {PASSED: PASSED, FAILED_PARITY: FAILED_VALIDATION}.get(parity.status, NOT_VALIDATED)
+    status = {PASSED: PASSED, TOO_FEW: TOO_FEW, FAILED: FAILED_VALIDATION}.get(parity.status, NOT_VALIDATED)
     return {
         "status": status,
         "reason": parity.reason,
@@ -110,6 +113,8 @@ def verdict_figures(artifact: Artifact) -> dict:
         "accuracy_drop_points": parity.accuracy_drop_points,
         "top1_agreement": parity.top1_agreement,
         "flips": parity.flips,
+        "ambiguous_flips": parity.ambiguous_flips,
+        "images_needed": parity.images_needed,
         "max_abs_diff": parity.max_abs_diff,
         "mean_abs_diff": parity.mean_abs_diff,
     }
@@ -155,7 +160,7 @@ class Bench:
             row.update(status=NOT_VALIDATED, reason="no Keras original given (--reference MODEL): no baseline row")
             return row
         if not path.exists():
-            row.update(status=ROW_FAILED, reason=f"Keras original not found ({path}); pass --model MODEL.keras")
+            row.update(status=FAILED, reason=f"Keras original not found ({path}); pass --model MODEL.keras")
             return row
         try:
             from pocketml.export.keras_model import load_keras_predictor
@@ -165,7 +170,7 @@ class Bench:
             predictor = load_keras_predictor(path, self.size, normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
-            row.update(status=ROW_FAILED, reason=reason_of(exc))
+            row.update(status=FAILED, reason=reason_of(exc))
             return row
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
         self.time_runs(row, {"tf-default": predictor})
@@ -178,10 +183,10 @@ class Bench:
         row = new_row(artifact.name, artifact.format, artifact.precision, artifact.path, module.RUNTIME)
         path = self.export_dir / artifact.path
         if artifact.status != EXPORTED:
-            row.update(status=ROW_FAILED, reason=f"export failed: {artifact.reason}")
+            row.update(status=FAILED, reason=f"export failed: {artifact.reason}")
             return row
         if not path.exists():
-            row.update(status=ROW_FAILED, reason=f"file {artifact.path} is missing from {self.export_dir}")
+            row.update(status=FAILED, reason=f"file {artifact.path} is missing from {self.export_dir}")
             return row
         row.update(verdict_figures(artifact))
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
@@ -376,7 +381,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                 bar.advance(task)
         run.probe_peaks()
     add_throughput(rows, run.peaks)
-    choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement)
+    choices = recommend.choose(rows, config.recommend_by)
     for row in rows:
         row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}

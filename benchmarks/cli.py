@@ -11,7 +11,6 @@ from pocketml.errors import PocketMLError
 FLAGS = (
     Flag("--threads", "threads", "CPU thread counts to time"),
     Flag("--min-time", "min_time_s", "seconds of timed runs per artifact and thread count, at least"),
-    Flag("--budget-points", "budget_points", "accuracy drop (percentage points) a recommendation may cost"),
     Flag("--no-memory", "measure_memory", "skip the peak-memory subprocess per artifact"),
 )
 

@@ -1,13 +1,14 @@
-"""The one file to ship per platform: the fastest (or smallest) artifact whose verdict passed and
-whose accuracy stays within a budget of the Keras model's. The verdict is the export's (copied into
-the rows); the platform of each format is its module's PLATFORM. Written to BENCH_DIR only.
+"""The one file to ship per platform: the fastest (or smallest) artifact whose verdict passed. The
+verdict is the export's (copied into the rows) and a device's where one judged the file: recommend
+reads verdicts and never judges again, so there is one budget (export/tolerances.py). The platform of
+each format is its module's PLATFORM. Written to BENCH_DIR only.
 """
 
 from __future__ import annotations
 
 from pocketml.export.registry import format_for_platform, platforms
 
-from pocketml.artifact import PASSED, Recommendation
+from pocketml.artifact import PASSED, TOO_FEW, Recommendation
 
 LATENCY_TIE = 0.05  # latencies within 5 % are a tie on a shared CPU: the smaller file wins
 
@@ -29,41 +30,36 @@ def pick(candidates: list[dict], by: str) -> dict:
     return min(tied, key=lambda row: (size(row), _speed_key(row)))
 
 
-def _rejection(row: dict, budget_points: float, min_agreement: float) -> str | None:
-    """Why `row` may not be recommended (None: it may)."""
-    if row["status"] != PASSED:
-        return f"{row['name']}: {row['status']}"
-    drop, agreement = row.get("accuracy_drop_points"), row.get("top1_agreement")
-    if drop is None:
-        return f"{row['name']}: no accuracy measured"
-    if drop > budget_points:
-        return f"{row['name']}: drop {drop:.2f} points"
-    if agreement is not None and agreement < min_agreement:
-        return f"{row['name']}: top-1 agreement {agreement:.3f} < {min_agreement:g}"
-    return None
+def verdict_on(row: dict, platform: str) -> str:
+    """The row's verdict for `platform`: the export's (copied into the row), unless a device that
+    stands for the platform judged the file too (row["devices"][name] = {"status", "platforms"}), when
+    the worse of the two counts. Read, never re-judged: the budget is export/tolerances.py's."""
+    verdicts = [row["status"]]
+    for device in (row.get("devices") or {}).values():
+        if platform in (device.get("platforms") or ()) and device.get("status"):
+            verdicts.append(device["status"])
+    return max(verdicts, key=lambda v: (PASSED, TOO_FEW).index(v) if v in (PASSED, TOO_FEW) else 2)
 
 
-def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float = 0.99) -> list[Recommendation]:
+def choose(rows: list[dict], by: str) -> list[Recommendation]:
     """One Recommendation per platform (artifact None, with the reason, when nothing qualifies).
 
-    Only rows whose verdict passed are eligible: a file that failed validation is never the one an
-    app is told to ship.
+    Only files whose verdict passed are eligible; when none passed, a file the images could not
+    decide ("too few images") may be, and the reason says so. A failed file is never the one an app
+    is told to ship.
     """
     choices = []
     for platform in platforms():
         fmt = format_for_platform(platform)
-        candidates, rejected = [], []
-        for row in rows[1:]:
-            if row["format"] != fmt:
-                continue
-            why = _rejection(row, budget_points, min_agreement)
-            if why:
-                rejected.append(why)
-            else:
-                candidates.append(row)
+        rows_of = [row for row in rows[1:] if row["format"] == fmt]
+        verdicts = {row["name"]: verdict_on(row, platform) for row in rows_of}
+        candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
+        undecided = not candidates
+        if undecided:
+            candidates = [row for row in rows_of if verdicts[row["name"]] == TOO_FEW]
         if not candidates:
-            why = "; ".join(rejected) or f"no {fmt} artifact passed"
-            choices.append(Recommendation(platform, None, f"nothing within {budget_points:g} points ({why})"))
+            why = "; ".join(f"{row['name']}: {verdicts[row['name']]}" for row in rows_of) or f"no {fmt} artifact"
+            choices.append(Recommendation(platform, None, f"no file passed its verdict ({why})"))
             continue
         row = pick(candidates, by)
         speed = _speed_key(row)
@@ -73,7 +69,10 @@ def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float
             rule = "smallest (latency not measurable here)"
         else:
             rule = f"fastest, p50 {speed:.2f} ms (within {LATENCY_TIE:.0%} counts as a tie; the smaller wins)"
-        reason = (f"{rule}, {row['bytes'] / 1e6:.2f} MB, within {budget_points:g} points "
-                  f"(drop {row['accuracy_drop_points']:.2f} points on {row['images']} evaluation images)")
+        verdict = (f"nothing passed: its verdict is '{TOO_FEW}' (needs about {row.get('images_needed') or '?'} images)"
+                   if undecided else "its verdict passed")
+        reason = f"{rule}, {row['bytes'] / 1e6:.2f} MB, {verdict} on {row['images']} images"
+        if row.get("accuracy_drop_points") is not None:
+            reason += f" (accuracy drop {row['accuracy_drop_points']:.2f} points)"
         choices.append(Recommendation(platform, row["name"], reason))
     return choices

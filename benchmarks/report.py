@@ -11,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+from pocketml.artifact import FAILED, PASSED
 from pocketml.console import console, fmt, print_table
 from pocketml.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -172,8 +173,8 @@ def latency_accuracy_png(rows: list[dict]) -> str | None:
         return None
     points = [(primary_latency(r), r["accuracy"] * 100, r["name"]) for r in measured]
     # A file that failed validation is shown but never on the front: it is not a trade-off on offer.
-    valid = [p for p, r in zip(points, measured, strict=True) if r["status"] == "passed"]
-    invalid = [p for p, r in zip(points, measured, strict=True) if r["status"] != "passed"]
+    valid = [p for p, r in zip(points, measured, strict=True) if r["status"] == PASSED]
+    invalid = [p for p, r in zip(points, measured, strict=True) if r["status"] != PASSED]
     front = pareto_front(valid)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([p[0] for p in valid], [p[1] for p in valid], color="#9aa5b1", label="passed")
@@ -255,7 +256,7 @@ def html_report(results: dict) -> str:
         for n in [*r["notes"], *([f"latency {r['latency_note']}"] if r["latency_note"] else [])]
     )
     runtimes = "".join(
-        f"<li>{html.escape(r['name'])}: {html.escape(r['runtime'])}</li>" for r in rows if r["status"] != "failed"
+        f"<li>{html.escape(r['name'])}: {html.escape(r['runtime'])}</li>" for r in rows if r["status"] != FAILED
     )
     context = {k: results[k] for k in ("machine", "libraries", "config", "peak_gflops", "data")}
     return (

@@ -113,6 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
     from pocketml.export.exporter import export_model
     from pocketml.export.validate import failures_of
 
+    from pocketml.artifact import EXPORTED
     from pocketml.configs.export import ExportConfig
     from pocketml.errors import ValidationFailed
 
@@ -132,7 +133,7 @@ def run_export(args: argparse.Namespace) -> int:
         bgr=args.bgr,
     )
     manifest = export_model(args.model, args.out, config)
-    failed = [a for a in manifest.artifacts if a.status != "exported"]
+    failed = [a for a in manifest.artifacts if a.status != EXPORTED]
     print(f"wrote {len(manifest.artifacts) - len(failed)} artifacts to {args.out} ({len(failed)} failed to convert)")
     failures = failures_of(manifest)
     if args.strict and failures:

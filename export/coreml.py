@@ -135,10 +135,10 @@ def _compressed(model, spec: ModelSpec, out_path: Path, calibration, target, tar
             rank()  # the export names the ops whose compression costs most even when an early rung passes
         move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
-    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    verdict = outcome.verdict_words()
     notes = [f"coreml compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
              f"{chosen.step}, {chosen.bytes / fp32_bytes:.3f} of fp32's {fp32_bytes / 1e6:.2f} MB"]
-    details = outcome.details(facts.pop("sensitivity", []), fp32_bytes=fp32_bytes, size_goal=ladder.SIZE_GOAL, **facts)
+    details = outcome.details("compressed", facts.pop("sensitivity", []), fp32_bytes=fp32_bytes, size_goal=ladder.SIZE_GOAL, **facts)
     notes.append(worst_note("coreml compressed", details["sensitivity"]))
     return Converted([n for n in notes if n], details)
 

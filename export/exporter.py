@@ -24,7 +24,7 @@ from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportMani
 from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress
-from pocketml.dataset import ImageSet, choose_images, load_images
+from pocketml.dataset import ImageSet, agreement_set, choose_images, load_images
 from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
@@ -138,11 +138,17 @@ def spec_from_record(model: dict) -> ModelSpec:
     return ModelSpec.from_dict({k: v for k, v in model.items() if k in fields})
 
 
-def image_sets(config: ExportConfig) -> tuple[ImageSet | None, ImageSet | None]:
-    """Calibration and evaluation images as the config asks (evaluation only when validating)."""
+def image_sets(config: ExportConfig) -> tuple[ImageSet | None, ImageSet | None, ImageSet | None]:
+    """Calibration, evaluation and agreement-only images as the config asks (the last two only when
+    validating): agreement is also measured on every other image of the folders given that did not
+    calibrate."""
     calibration, evaluation = choose_images(config.calibration, config.validation_images,
                                             config.calibration_images, config.evaluation_images)
-    return calibration, (evaluation if config.validate else None)
+    if evaluation is None or not config.validate:
+        return calibration, None, None
+    others = agreement_set([config.validation_images, config.calibration], calibration, evaluation,
+                           config.agreement_images)
+    return calibration, evaluation, others
 
 
 def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | None = None) -> ExportManifest:
@@ -153,21 +159,23 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
         raise PocketMLError(f"--out {out_dir} is a file; give a directory (new or one written by `pocketml export`)")
     # Every check that can reject the input runs before the first write.
     modules = format_modules(config.formats)
-    calibration_set, evaluation_set = image_sets(config)
+    calibration_set, evaluation_set, agreement = image_sets(config)
     variants, skipped = planned_variants(modules, config.precisions, calibration_set is not None)
     with library_output(out_dir):
         source = load_source(model, labels=config.labels, image_size=config.image_size,
                              preprocess=config.normalization)
         size = source.spec.image_size
         calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
-        for note in [*source.notes, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
+        for note in [*source.notes, *skipped, *(calibration_set.notes if calibration_set else ()),
+                     *(evaluation_set.notes if evaluation_set else ())]:
             console.print(f"note: {note}")
         judge = None
         if evaluation_set is not None:
-            judge = judge_for(evaluation_set, KerasPredictor(source.model, size), list(source.spec.labels))
+            judge = judge_for(evaluation_set, KerasPredictor(source.model, size), list(source.spec.labels), agreement)
         manifest = ExportManifest(model=model_record(source, config), images={
             "calibration": calibration_set.to_dict() if calibration_set else None,
             "evaluation": evaluation_set.to_dict() if evaluation_set else None,
+            "agreement": agreement.to_dict() if agreement else None,
         })
         with progress() as bar:
             task = bar.add_task("export", total=len(variants))
@@ -184,7 +192,7 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
 
 def print_export_summary(manifest: ExportManifest, judge: Judge | None = None) -> None:
     if judge is not None:
-        console.print(f"verdicts on {len(judge.images)} evaluation images from {judge.where}")
+        console.print(f"verdicts on {len(judge.images)} images from {judge.where}")
     rows = [
         (
             a.name,
@@ -199,9 +207,6 @@ def print_export_summary(manifest: ExportManifest, judge: Judge | None = None) -
         for a in manifest.artifacts
     ]
     print_table("export", ("artifact", "verdict", "MB", "convert s", "agree", "max|dp|", "drop pts", "reason"), rows)
-    notes = {a.parity.note for a in manifest.artifacts if a.parity.note}
-    for note in sorted(notes):
-        console.print(f"note: {note}", style="yellow", markup=False)
     for artifact in manifest.artifacts:
         for note in artifact.notes:
             named = note.startswith(f"{artifact.format} {artifact.precision}")
@@ -209,10 +214,11 @@ def print_export_summary(manifest: ExportManifest, judge: Judge | None = None) -
 
 
 def _agreement(parity: Parity) -> str | None:
-    """'0.992 (1/125)': the rate and the flips behind it."""
+    """'0.9920 (1/125 flipped, 1 ambiguous)': the rate and the flips behind it."""
     if parity.top1_agreement is None:
         return None
-    return f"{parity.top1_agreement:.3f} ({parity.flips}/{parity.images})"
+    ambiguous = f", {parity.ambiguous_flips} ambiguous" if parity.ambiguous_flips else ""
+    return f"{parity.top1_agreement:.4f} ({parity.flips}/{parity.images} flipped{ambiguous})"
 
 
 def export(

@@ -12,13 +12,11 @@ from typing import Any
 
 import numpy as np
 from pocketml.export.registry import format_module
-from pocketml.export.tolerances import violations
+from pocketml.export.tolerances import decide, tolerance_for
 
 from pocketml.artifact import (
     EXPORTED,
-    FAILED_PARITY,
-    FEW_IMAGES,
-    PASSED,
+    FAILED,
     SKIPPED,
     Artifact,
     Parity,
@@ -26,6 +24,8 @@ from pocketml.artifact import (
 )
 from pocketml.dataset import ImageSet, load_images
 from pocketml.errors import PocketMLError, RuntimeUnavailable, reason_of
+
+FLIPS_RECORDED = 50  # flips named in the manifest at most (the count says how many)
 
 
 def label_indices(labels: list[str | None], classes: list[str], where: str = "the images") -> np.ndarray | None:
@@ -45,44 +45,68 @@ def accuracy(probs: np.ndarray, truth: np.ndarray | None) -> float | None:
     return None if truth is None or len(probs) == 0 else float((probs.argmax(1) == truth).mean())
 
 
-def figures(probs: np.ndarray, reference: np.ndarray, truth: np.ndarray | None) -> Parity:
-    """Parity figures of `probs` against `reference` on the same images (no verdict yet)."""
+def margins(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability of each row: how clearly a model decides each image."""
+    if probs.shape[1] < 2:
+        return np.ones(len(probs))
+    top = np.sort(probs, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def figures(probs: np.ndarray, reference: np.ndarray, truth: np.ndarray | None, ambiguous_margin: float = 0.0,
+            names: list[str] | None = None, held_out: int | None = None) -> Parity:
+    """Parity figures of `probs` against `reference` on the same images (no verdict yet). Agreement
+    and |dp| need no labels: they are over every image. The first `held_out` images (default: all)
+    are the held-out split, the only ones accuracy is measured on; `truth` labels them."""
     if probs.shape != reference.shape:
-        return Parity(images=len(reference), status=FAILED_PARITY,
+        return Parity(images=len(reference), status=FAILED,
                       reason=f"output shape {probs.shape} != keras {reference.shape}")
     diff = np.abs(probs.astype(np.float64) - reference.astype(np.float64))
-    agreeing = int((probs.argmax(1) == reference.argmax(1)).sum())
-    low, high = agreement_interval(agreeing, len(reference))
+    flipped = np.flatnonzero(probs.argmax(1) != reference.argmax(1))
+    margin = margins(reference.astype(np.float64))
+    ambiguous = margin[flipped] < ambiguous_margin
+    named = [{"image": names[i] if names else int(i), "keras_margin": round(float(margin[i]), 4), "ambiguous": bool(a)}
+             for i, a in sorted(zip(flipped, ambiguous, strict=True), key=lambda item: margin[item[0]])]
+    judged = len(reference) - int(ambiguous.sum())  # ambiguous flips leave the count, as the budget does
+    low, high = agreement_interval(len(reference) - len(flipped), judged)
+    held = len(reference) if held_out is None else held_out
+    per_image = diff.max(axis=1) if diff.size else diff
     return Parity(
         max_abs_diff=float(diff.max()) if diff.size else None,
         mean_abs_diff=float(diff.mean()) if diff.size else None,
-        top1_agreement=agreeing / len(reference) if len(reference) else None,
-        flips=len(reference) - agreeing,
+        p99_abs_diff=float(np.percentile(per_image, 99)) if diff.size else None,
+        top1_agreement=1 - len(flipped) / len(reference) if len(reference) else None,
+        flips=len(flipped),
+        ambiguous_flips=int(ambiguous.sum()),
         agreement_low=low,
         agreement_high=high,
-        accuracy=accuracy(probs, truth),
-        reference_accuracy=accuracy(reference, truth),
+        flipped=named[:FLIPS_RECORDED],
+        accuracy=accuracy(probs[:held], truth),
+        reference_accuracy=accuracy(reference[:held], truth),
+        held_out_images=held,
+        held_out_flips=int((flipped < held).sum()),
         images=len(reference),
     )
 
 
 @dataclass
 class Judge:
-    images: np.ndarray  # uint8 [N,H,W,3] evaluation images: held out, never a calibration image
+    images: np.ndarray  # uint8 [N,H,W,3]: the labelled held-out images first, then every other image that did not calibrate
     reference: np.ndarray  # float32 [N,C] the Keras original's probabilities on them
-    truth: np.ndarray | None  # class index per image, None when unlabelled
+    truth: np.ndarray | None  # class index of each held-out image, None when unlabelled
     where: str = ""  # where the images came from, for messages
+    names: list[str] | None = None  # each image's path, to name flips
+    held_out: int | None = None  # the first this many images are the held-out split (None: all of them)
 
     def parity(self, precision: str, probs: np.ndarray) -> Parity:
         """Figures and verdict of outputs `probs` for a file of `precision`."""
-        parity = figures(np.asarray(probs, dtype=np.float32), self.reference, self.truth)
-        if parity.status == FAILED_PARITY:
+        parity = figures(np.asarray(probs, dtype=np.float32), self.reference, self.truth,
+                         tolerance_for(precision).ambiguous_margin, self.names, self.held_out)
+        if parity.status == FAILED:
             return parity
-        problems = violations(precision, parity)
-        parity.status = FAILED_PARITY if problems else PASSED
-        parity.reason = "; ".join(problems) or None
-        if parity.images < FEW_IMAGES:
-            parity.note = f"verdict rests on {parity.images} evaluation images (fewer than {FEW_IMAGES})"
+        decision = decide(precision, parity)
+        parity.status, parity.images_needed = decision.status, decision.images_needed
+        parity.reason = "; ".join(decision.reasons) or None
         return parity
 
     def of(self, precision: str, predictor: Any) -> Parity:
@@ -92,18 +116,22 @@ class Judge:
         except RuntimeUnavailable as exc:
             return Parity(status=SKIPPED, reason=str(exc))
         except Exception as exc:  # a file that cannot run is a failed artifact, not a crash of the export
-            return Parity(status=FAILED_PARITY, reason=f"cannot run: {reason_of(exc)}")
+            return Parity(status=FAILED, reason=f"cannot run: {reason_of(exc)}")
         return self.parity(precision, probs)
 
 
-def judge_for(image_set: ImageSet, reference: Any, classes: list[str]) -> Judge:
-    """A Judge on `image_set`, with the reference outputs of `reference` (the Keras original's Predictor)."""
+def judge_for(image_set: ImageSet, reference: Any, classes: list[str], agreement: ImageSet | None = None) -> Judge:
+    """A Judge on the held-out `image_set` (accuracy and agreement) and the `agreement` images (agreement
+    only), with the reference outputs of `reference` (the Keras original's Predictor)."""
     if not image_set.records:
         raise PocketMLError(f"no evaluation images in {image_set.source}; give --images held-out images")
     where = f"{image_set.source} ({image_set.split} split)"
     truth = label_indices(image_set.labels, classes, f"images in {where}")  # before the slow part
-    images = load_images(image_set.paths, tuple(reference.input_size))
-    return Judge(images, reference.predict(images), truth, where)
+    paths = [*image_set.paths, *(agreement.paths if agreement is not None else [])]
+    if agreement is not None and len(agreement):
+        where += f" and {len(agreement)} more images that did not calibrate (agreement only)"
+    images = load_images(paths, tuple(reference.input_size))
+    return Judge(images, reference.predict(images), truth, where, [str(p) for p in paths], len(image_set))
 
 
 def artifact_verdict(export_dir: Path, artifact: Artifact, judge: Judge | None) -> Parity:
@@ -117,5 +145,5 @@ def artifact_verdict(export_dir: Path, artifact: Artifact, judge: Judge | None) 
     except RuntimeUnavailable as exc:
         return Parity(status=SKIPPED, reason=str(exc))
     except Exception as exc:  # a written file that does not load is a failed artifact, not a crashed export
-        return Parity(status=FAILED_PARITY, reason=f"cannot load: {reason_of(exc)}")
+            return Parity(status=FAILED, reason=f"cannot load: {reason_of(exc)}")
     return judge.of(artifact.precision, predictor)

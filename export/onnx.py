@@ -137,10 +137,10 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
         move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
     kind = "integer-only (softmax float)" if outcome.built.integer_only else f"{len(outcome.built.float_ops)} ops float"
-    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    verdict = outcome.verdict_words()
     notes = [base, *outcome.built.notes,
              f"onnx int8: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: {chosen.step} ({kind})"]
-    details = outcome.details(facts.pop("sensitivity", []), **facts)
+    details = outcome.details(precision, facts.pop("sensitivity", []), **facts)
     notes.append(worst_note("onnx int8", details["sensitivity"]))
     return Converted([n for n in notes if n], details)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pocketml.export.registry import format_module
 
-from pocketml.artifact import EXPORTED, Artifact, ExportManifest, load_recommendations
+from pocketml.artifact import EXPORTED, TOO_FEW, Artifact, ExportManifest, load_recommendations
 from pocketml.console import console, print_table
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text
 from pocketml.spec import LABELS_FILE, write_labels
@@ -34,8 +34,9 @@ def recommended_names(bench_dir: str | Path | None) -> dict[str, tuple[str, str]
 
 
 def shipped(artifacts: list[Artifact], recommended: str | None) -> list[Artifact]:
-    """The files a bundle carries: those whose verdict passed, the recommended one first."""
-    passed = [a for a in artifacts if a.passed]
+    """The files a bundle carries: those whose verdict passed, the recommended one first (bench
+    recommends a "too few images" file only when nothing passed; it is carried then, and says so)."""
+    passed = [a for a in artifacts if a.passed or (a.name == recommended and a.parity.status == TOO_FEW)]
     return sorted(passed, key=lambda a: a.name != recommended)
 
 
@@ -69,7 +70,8 @@ def _verdict(artifact: Artifact) -> str:
     parity = artifact.parity
     if parity.top1_agreement is None:
         return parity.status
-    text = f"{parity.status}: agreement {parity.top1_agreement:.3f} ({parity.flips} of {parity.images} flipped)"
+    ambiguous = f", {parity.ambiguous_flips} of them near-ties of Keras" if parity.ambiguous_flips else ""
+    text = f"{parity.status}: agreement {parity.top1_agreement:.4f} ({parity.flips} of {parity.images} flipped{ambiguous})"
     if parity.max_abs_diff is not None:
         text += f", max\\|Δp\\| {parity.max_abs_diff:.2g}"
     return text

@@ -158,7 +158,7 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
                                     + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
             move_into_place(outcome.path, out_path)
         facts.pop("rank")()
-        details = outcome.details(facts.pop("sensitivity", []), **facts)
+        details = outcome.details(precision, facts.pop("sensitivity", []), **facts)
         notes = [NOTES[precision], *outcome.built.notes, _ladder_note(outcome),
                  worst_note("tflite int8", details["sensitivity"])]
         return Converted([n for n in notes if n], details)
@@ -186,7 +186,7 @@ def _strict(model, spec, calibration, out_path: Path, finish, facts: dict):
 def _ladder_note(outcome) -> str:
     chosen = outcome.chosen
     kind = "integer-only" if outcome.built.integer_only else f"{len(outcome.built.float_ops)} ops kept float"
-    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    verdict = outcome.verdict_words()
     return (f"tflite int8: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, "
             f"{verdict}: {chosen.step} ({kind})")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from pocketml.export.judge import Judge, artifact_verdict, judge_for
 from pocketml.export.keras_model import load_keras_predictor
 
-from pocketml.artifact import EXPORTED, ExportManifest
+from pocketml.artifact import EXPORTED, FAILED, ExportManifest
 from pocketml.console import console, library_output, print_table, progress
-from pocketml.dataset import EVALUATION_COUNT, ImageSet, evaluation_set
+from pocketml.dataset import EVALUATION_COUNT, ImageSet, agreement_set, evaluation_set
 from pocketml.errors import PocketMLError, ValidationFailed
 from pocketml.spec import Normalization
 
@@ -38,14 +38,26 @@ def evaluation_for(manifest: ExportManifest, images: str | Path | None, count: i
     return recorded
 
 
-def reference_judge(manifest: ExportManifest, evaluation: ImageSet) -> Judge:
+def agreement_for(manifest: ExportManifest, images: str | Path | None, evaluation: ImageSet) -> ImageSet | None:
+    """Agreement-only images: the other images of `images` that did not calibrate, else those the
+    export recorded while they are all still there (else the evaluation images alone judge)."""
+    if images is not None:
+        return agreement_set([images], recorded_set(manifest, "calibration"), evaluation)
+    recorded = recorded_set(manifest, "agreement")
+    if recorded is None or not all(p.is_file() for p in recorded.paths):
+        return None
+    return recorded
+
+
+def reference_judge(manifest: ExportManifest, evaluation: ImageSet, agreement: ImageSet | None = None) -> Judge:
     source = manifest.model.get("source")
     if not source or not Path(source).exists():
         raise PocketMLError(f"the Keras original {source} is gone; validate compares against it, so restore it")
     size = tuple(manifest.model["image_size"])
     # The original with the preprocessing export put in front of it (--preprocess), if any.
     normalization = Normalization.from_dict(manifest.model.get("normalization") or {})
-    return judge_for(evaluation, load_keras_predictor(source, size, normalization), list(manifest.model["labels"]))
+    return judge_for(evaluation, load_keras_predictor(source, size, normalization), list(manifest.model["labels"]),
+                     agreement)
 
 
 def validate(export_dir: str | Path, images: str | Path | None = None, strict: bool = False) -> ExportManifest:
@@ -53,8 +65,9 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
     export_dir = Path(export_dir)
     manifest = ExportManifest.load(export_dir)
     evaluation = evaluation_for(manifest, images)
+    agreement = agreement_for(manifest, images, evaluation)
     with library_output(export_dir):
-        judge = reference_judge(manifest, evaluation)
+        judge = reference_judge(manifest, evaluation, agreement)
         console.print(f"validating {len(manifest.artifacts)} artifacts on {len(judge.images)} images from {judge.where}")
         with progress() as bar:
             task = bar.add_task("validate", total=len(manifest.artifacts))
@@ -63,6 +76,7 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
                 artifact.parity = artifact_verdict(export_dir, artifact, judge)
                 bar.advance(task)
         manifest.images["evaluation"] = evaluation.to_dict()
+        manifest.images["agreement"] = agreement.to_dict() if agreement else None
         manifest.save(export_dir)
     print_parity(manifest)
     failures = failures_of(manifest)
@@ -73,7 +87,7 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
 
 def failures_of(manifest: ExportManifest) -> list[str]:
     """'name: reason' for every artifact that failed to export or to match the original."""
-    failed = [a for a in manifest.artifacts if a.status != EXPORTED or a.parity.status == "failed"]
+    failed = [a for a in manifest.artifacts if a.status != EXPORTED or a.parity.status == FAILED]
     return [f"{a.name}: {a.parity.reason if a.status == EXPORTED else a.reason}" for a in failed]
 
 
@@ -85,7 +99,7 @@ def print_parity(manifest: ExportManifest) -> None:
             a.parity.max_abs_diff,
             a.parity.mean_abs_diff,
             a.parity.top1_agreement,
-            a.parity.flips,
+            f"{a.parity.flips} ({a.parity.ambiguous_flips} ambiguous)" if a.parity.ambiguous_flips else a.parity.flips,
             a.parity.accuracy,
             a.parity.reference_accuracy,
             a.parity.reason,

@@ -34,13 +34,14 @@ PRECISIONS = (
     "compressed",  # Core ML weights compressed by the search: the first rung within budget and <= 30 % of fp32
 )
 
-# Artifact.status values
-EXPORTED = "exported"
-FAILED = "failed"  # the converter crashed; reason says why
-
-# Parity.status values
-PASSED, FAILED_PARITY, SKIPPED = "passed", "failed", "skipped"
-FEW_IMAGES = 300  # below this many evaluation images a verdict says it rests on few
+# The verdict vocabulary, defined here only: an Artifact's status says whether its file was written,
+# its Parity's status what the judge made of it (export/judge.py); bench rows reuse the same words.
+EXPORTED = "exported"  # Artifact.status: the file was written
+FAILED = "failed"  # Artifact.status: the converter crashed. Parity.status: the images show the file outside its budget
+PASSED = "passed"  # Parity.status: the images show the file within its budget
+TOO_FEW = "too few images"  # Parity.status: the 95 % interval straddles the budget; images_needed would decide it
+SKIPPED = "skipped"  # Parity.status: not judged (no images, no runtime here); reason says why
+VERDICTS = (PASSED, FAILED, TOO_FEW, SKIPPED)
 
 
 def accuracy_drop_points(accuracy: float | None, reference_accuracy: float | None) -> float | None:
@@ -53,14 +54,36 @@ def accuracy_drop_points(accuracy: float | None, reference_accuracy: float | Non
     return round(100 * (reference_accuracy - accuracy), 9)
 
 
-def agreement_interval(agreeing: int, total: int, z: float = 1.96) -> tuple[float, float]:
+def agreement_interval(agreeing: float, total: float, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of an agreement rate: honest at 0 or 1 flips, unlike p ± z·se."""
-    if total == 0:
+    if total <= 0:
         return (0.0, 1.0)
-    p = agreeing / total
+    p = min(max(agreeing / total, 0.0), 1.0)
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def images_to_decide(rate: float, line: float, most: int = 10_000_000) -> int | None:
+    """How many images would make the interval of `rate` (if it held) clear `line` on one side: the
+    smallest n whose interval lies wholly above (rate > line) or below it. None when rate is the line."""
+    if rate == line:
+        return None
+
+    def decided(n: int) -> bool:
+        low, high = agreement_interval(rate * n, n)
+        return low >= line if rate > line else high < line
+
+    high = 1
+    while not decided(high):
+        if high >= most:
+            return None
+        high *= 2
+    low = high // 2
+    while high - low > 1:  # decided() turns true once and stays true as n grows
+        middle = (low + high) // 2
+        low, high = (low, middle) if decided(middle) else (middle, high)
+    return high
 
 
 @dataclass
@@ -68,18 +91,24 @@ class Parity:
     """How an artifact's outputs compare with the Keras original on the evaluation images: the
     figures and the verdict against its precision's tolerance, computed once by the export stage."""
 
-    max_abs_diff: float | None = None
+    max_abs_diff: float | None = None  # largest |p_file - p_keras| over every image and class
     mean_abs_diff: float | None = None
-    top1_agreement: float | None = None
+    p99_abs_diff: float | None = None  # 99th percentile over images of each image's largest |dp|
+    top1_agreement: float | None = None  # over every judged image, ambiguous flips included
     flips: int | None = None  # images whose top-1 class differs from Keras' (k of `images`)
-    agreement_low: float | None = None  # 95 % interval of the agreement rate (Wilson)
-    agreement_high: float | None = None
-    accuracy: float | None = None
+    ambiguous_flips: int | None = None  # flips on images Keras itself decides by less than the precision may move
+    agreement_low: float | None = None  # 95 % interval (Wilson) of the agreement the budget counts:
+    agreement_high: float | None = None  # ambiguous flips left out
+    flipped: list[dict] = field(default_factory=list)  # each flip: image, Keras' margin (top-1 - top-2), ambiguous
+    accuracy: float | None = None  # on the labelled held-out images only
     reference_accuracy: float | None = None  # the Keras model's accuracy on the same images
-    images: int = 0
-    status: str = SKIPPED  # passed | failed | skipped
+    held_out_images: int = 0  # the held-out split's images (the first of `images`): accuracy is measured there only
+    held_out_flips: int | None = None  # flips among them; the rest of `flips` are on the other images
+    images: int = 0  # images agreement and |dp| are measured on: held out and every other non-calibration image
+    status: str = SKIPPED  # one of VERDICTS
     reason: str | None = None
-    note: str | None = None  # e.g. that the verdict rests on fewer than FEW_IMAGES images
+    images_needed: int | None = None  # too few images: about how many would decide, if the rates held
+    note: str | None = None
 
     @property
     def accuracy_drop_points(self) -> float | None:

@@ -89,7 +89,9 @@ def labels_of(records: Sequence[ImageRecord]) -> list[str]:
 
 HELD_OUT = ("test", "val")  # the splits a verdict is measured on, in order of preference
 CALIBRATION_COUNT = 200  # calibration images at most: enough for stable activation ranges
+CALIBRATION_SHARE = 4  # calibration takes at most 1/4 of its pool, so the rest can judge (agreement needs no labels)
 EVALUATION_COUNT = 500  # evaluation images at most: bounds export and validation time on big splits
+AGREEMENT_COUNT = 2000  # images agreement is measured on at most, held-out ones included
 SEED = 0  # every choice of images is seeded, so a rerun picks the same files
 
 
@@ -139,9 +141,9 @@ def _quotas(sizes: dict, limit: int) -> dict:
 class ImageSet:
     """Images chosen for one role, with where they came from: what a manifest records."""
 
-    role: str  # "calibration" (int8 activation ranges) | "evaluation" (every verdict)
+    role: str  # "calibration" (int8 activation ranges) | "evaluation" (every verdict) | "agreement" (agreement only)
     source: str  # the folder they were drawn from
-    split: str  # train | val | test | all (a folder without splits) | rest (its images not used to calibrate)
+    split: str  # train | val | test | all (a folder without splits) | rest (its images not used to calibrate) | other
     records: tuple[ImageRecord, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -199,6 +201,12 @@ def evaluation_set(root: str | Path, calibration: ImageSet | None = None, count:
     return _evaluation_set(root, read_records(root), calibration, count)
 
 
+def calibration_count(pool: int, count: int = CALIBRATION_COUNT) -> int:
+    """Calibration images taken from a pool of `pool`: at most `count`, and at most a quarter of a
+    small pool, so the other three quarters are left to judge the files on (at least one image)."""
+    return max(1, min(count, pool // CALIBRATION_SHARE))
+
+
 def _calibration_set(root: str | Path, records: list[ImageRecord], count: int) -> ImageSet:
     if any(r.split is not None for r in records):
         chosen, split = [r for r in records if r.split == "train"], "train"
@@ -207,7 +215,12 @@ def _calibration_set(root: str | Path, records: list[ImageRecord], count: int) -
                                 "(or without splits) as --calibration")
     else:
         chosen, split = list(records), "all"
-    return ImageSet("calibration", str(root), split, tuple(bounded(chosen, count)))
+    taken = bounded(chosen, calibration_count(len(chosen), count))
+    notes = ()
+    if len(taken) < min(count, len(chosen)):
+        notes = (f"{len(taken)} of the {len(chosen)} images of {root} ({split}) calibrate; "
+                 f"the other {len(chosen) - len(taken)} are left to judge the files on",)
+    return ImageSet("calibration", str(root), split, tuple(taken), notes)
 
 
 def _evaluation_set(root: str | Path, records: list[ImageRecord], cal_set: ImageSet | None, count: int) -> ImageSet:
@@ -228,6 +241,30 @@ def _evaluation_set(root: str | Path, records: list[ImageRecord], cal_set: Image
                             "aside; give --images held-out images (a test/ or val/ split)")
     return ImageSet("evaluation", str(root), split or ("rest" if used else "all"), tuple(bounded(kept, count)),
                     tuple(notes))
+
+
+def agreement_set(
+    roots: Sequence[str | Path | None],
+    calibration: ImageSet | None,
+    evaluation: ImageSet,
+    count: int = AGREEMENT_COUNT,
+) -> ImageSet | None:
+    """Every other image of the folders given (`roots`, any split) that neither calibrated nor is
+    already an evaluation image, up to `count` with the evaluation images, each label keeping its
+    share: agreement with Keras needs no labels, so these judge too (agreement only). None if none."""
+    room = count - len(evaluation)
+    sources = list(dict.fromkeys(str(root) for root in roots if root is not None))
+    if room <= 0 or not sources:
+        return None
+    used = _fingerprints([*(calibration.records if calibration is not None else ()), *evaluation.records])
+    pool = [r for root in sources for r in read_records(root) if str(Path(r.path).resolve()) not in used]
+    # Hashing every file of a big dataset would be slow: draw enough candidates to survive the filter.
+    candidates = bounded(pool, room + len(evaluation) + (len(calibration) if calibration is not None else 0))
+    kept = bounded([r for r in candidates if not used & _fingerprints([r])], room)
+    if not kept:
+        return None
+    splits = sorted({r.split or "all" for r in kept})
+    return ImageSet("agreement", " + ".join(sources), "+".join(splits), tuple(kept))
 
 
 def _fingerprints(records: Sequence[ImageRecord]) -> set[str]:

@@ -80,14 +80,24 @@ def bias_corrected(model: Any, calibration: np.ndarray, qmax: int = 127, palette
     Kernels of fewer than `min_elements` weights, which the converter leaves as they are, keep their bias.
     `model` itself is left as it was. `calibration`: uint8|float32 [N,H,W,3] RGB 0..255.
     """
-    import keras
 
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    copy = rebuilt(model, model.get_config())
     correction = Correction(None if palette_bits else qmax, palette_bits, min_elements)
     images = np.asarray(calibration[:CORRECTION_IMAGES], dtype=np.float32)
     _correct_graph(copy, [images], correction)
     return copy, correction
+
+
+def rebuilt(model: Any, config: dict) -> Any:
+    """A new model of `model`'s kind built from `config` (its get_config(), perhaps edited), with its
+    weights: a Sequential's config is rebuilt as a Sequential (keras.Model.from_config reads it as
+    if functional: "Unrecognized keyword arguments passed to Model: {'layers': ...}")."""
+    import keras
+
+    kind = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
+    copy = kind.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _kernel_layers(graph: Any) -> list[Any]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pocketml.export.quantization.equalize import bias_corrected, only_consumer
+from pocketml.export.quantization.equalize import bias_corrected, only_consumer, rebuilt
 
 
 @dataclass
@@ -66,7 +66,6 @@ def fold_summary(model: Any) -> str:
 def input_folded(model: Any) -> tuple[Any, InputFold]:
     """A copy of `model` with its input Rescaling folded into the first Conv2D (see the module
     docstring), or `model` itself with the reason when its graph does not have that shape."""
-    import keras
 
     found = _foldable(model)
     if isinstance(found, str):
@@ -83,8 +82,7 @@ def input_folded(model: Any) -> tuple[Any, InputFold]:
     uniform = bool(np.all(zero == zero[0]))
     layer["config"]["scale"] = 1.0
     layer["config"]["offset"] = float(0.0 - zero[0]) if uniform else (0.0 - zero).tolist()
-    copy = keras.Model.from_config(config)
-    copy.set_weights(model.get_weights())
+    copy = rebuilt(model, config)
 
     conv_copy = _counterpart(copy, model, conv)
     follower_copy = _counterpart(copy, model, follower) if follower is not None else None

@@ -4,8 +4,10 @@ within budget, and record every step tried with its figures, so a user sees why 
 
 The order is fixed before anything is judged (cheapest, most integer first), so the search is a
 bounded walk down a ladder, not a hunt over the evaluation set: at most MAX_STEPS candidates and
-MAX_SECONDS of search per file. When no rung passes, the closest one (fewest flips, then the
-smallest accuracy drop) is kept and its verdict says it failed.
+MAX_SECONDS of search per file. Each rung gets the file's own verdict (passed / failed / too few
+images, export/tolerances.py). When no rung passes, the first rung the images could not decide is
+kept (its verdict says "too few images"), else the closest (fewest counted flips, then the smallest
+accuracy drop), and its verdict says it failed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pocketml import latency
-from pocketml.artifact import PASSED, Parity
+from pocketml.artifact import FAILED, PASSED, TOO_FEW, Parity
 from pocketml.errors import reason_of
 from pocketml.fsutil import tree_bytes
 
@@ -56,12 +58,15 @@ class Step:
 
     step: str
     settings: dict
-    status: str  # passed | failed | error | not tried
+    status: str  # passed | failed | too few images | error | not tried
     reason: str | None = None
     top1_agreement: float | None = None
-    flips: int | None = None
+    flips: int | None = None  # on every judged image; held_out_flips of them on the held-out split
+    ambiguous_flips: int | None = None  # flips on near-ties of Keras: reported, not counted
     images: int | None = None
-    agreement_low: float | None = None  # 95 % interval of the agreement (Wilson)
+    held_out_flips: int | None = None
+    held_out_images: int | None = None
+    agreement_low: float | None = None  # 95 % interval of the counted agreement (Wilson)
     accuracy_drop_points: float | None = None
     max_abs_diff: float | None = None
     latency_ms_1_thread: float | None = None  # p50, batch 1
@@ -87,15 +92,27 @@ class Outcome:
     built: Built | None
     seconds: float
 
-    def details(self, sensitivity: list[dict] | None = None, **extra: Any) -> dict:
+    def verdict_words(self) -> str:
+        """What the search settled on, in words, for the export's note."""
+        status = self.chosen.status if self.chosen else None
+        if status == PASSED:
+            return "within budget"
+        if status == TOO_FEW:
+            return "no rung shown within budget; kept the first the images could not decide (too few images)"
+        return "no rung within budget; kept the closest"
+
+    def details(self, precision: str, sensitivity: list[dict] | None = None, **extra: Any) -> dict:
         """The manifest's record of the search: what the file is, every step, the worst layers."""
+        from pocketml.export.tolerances import tolerance_for
+
         chosen = self.chosen
         return {
             "search": {
                 "chosen": chosen.step if chosen else None,
                 "passed": bool(chosen and chosen.status == PASSED),
+                "verdict": chosen.status if chosen else None,
                 "seconds": round(self.seconds, 2),
-                "budget": "top-1 agreement >= 0.99 and accuracy drop <= 1 point on the held-out evaluation images",
+                "budget": tolerance_for(precision).describe(),
                 "ladder": [s.to_dict() for s in self.steps],
             },
             "integer_only": self.built.integer_only if self.built else None,
@@ -127,9 +144,10 @@ def latency_ms(module: ModuleType, path: Path, image: np.ndarray) -> float | Non
 
 
 def _closeness(step: Step) -> tuple:
-    """Sort key: the rung closest to passing (fewest flips, smallest drop, then fastest)."""
+    """Sort key: the rung closest to passing (fewest counted flips, smallest drop, then fastest)."""
     drop = step.accuracy_drop_points if step.accuracy_drop_points is not None else 0.0
-    return (step.flips if step.flips is not None else 1 << 30, drop, step.latency_ms_1_thread or 0.0)
+    counted = step.flips - (step.ambiguous_flips or 0) if step.flips is not None else 1 << 30
+    return (counted, drop, step.latency_ms_1_thread or 0.0)
 
 
 def run_ladder(
@@ -166,7 +184,8 @@ def run_ladder(
             return Outcome(step, path, steps, built, time.perf_counter() - started)
     if not tried:
         return Outcome(None, None, steps, None, time.perf_counter() - started)
-    step, path, built = min(tried, key=lambda item: _closeness(item[0]))
+    undecided = [item for item in tried if item[0].status == TOO_FEW]
+    step, path, built = undecided[0] if undecided else min(tried, key=lambda item: _closeness(item[0]))
     return Outcome(step, path, steps, built, time.perf_counter() - started)
 
 
@@ -178,7 +197,7 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
         step.bytes = tree_bytes(path)
         why = precheck(step) if precheck is not None else None
         if why:
-            step.status, step.reason = "failed", f"not judged: {why}"
+            step.status, step.reason = FAILED, f"not judged: {why}"
             step.seconds = round(time.perf_counter() - start, 2)
             return step, path, None
         probs = module.load(path).predict(judge.images)
@@ -189,6 +208,8 @@ def _try(module, precision, candidate, judge, path, precheck) -> tuple[Step, Pat
     parity: Parity = judge.parity(precision, probs)
     step.status, step.reason = parity.status, parity.reason
     step.top1_agreement, step.flips, step.images = parity.top1_agreement, parity.flips, parity.images
+    step.ambiguous_flips, step.held_out_flips = parity.ambiguous_flips, parity.held_out_flips
+    step.held_out_images = parity.held_out_images
     step.agreement_low, step.max_abs_diff = parity.agreement_low, parity.max_abs_diff
     step.accuracy_drop_points = parity.accuracy_drop_points
     step.integer_only, step.float_ops = built.integer_only, list(built.float_ops)

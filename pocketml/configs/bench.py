@@ -17,9 +17,8 @@ class BenchConfig:
     warmup_runs: int = 5  # untimed runs first: caches, lazy allocation and kernel selection settle
     block_runs: int = 5  # runs per interleaved bare/harness block of the overhead check
     max_overhead_pct: float = 5.0  # harness overhead above this vs a bare runtime loop is flagged
-    budget_points: float = 1.0  # accuracy drop (percentage points vs Keras) a recommendation may cost
-    min_agreement: float = 0.99  # top-1 agreement with Keras a recommended artifact needs (fraction)
-    recommend_by: Literal["latency", "size"] = "latency"  # among artifacts within budget: fastest or smallest
+    # Among files whose verdict passed (export/tolerances.py is the one budget): fastest or smallest.
+    recommend_by: Literal["latency", "size"] = "latency"
     measure_memory: bool = True  # peak RSS per artifact in a fresh subprocess (a few seconds each)
     memory_runs: int = 5  # inferences the memory probe runs after loading
     probe_peak: bool = True  # matmul probe of this machine's peak GFLOP/s per thread count
@@ -35,5 +34,3 @@ class BenchConfig:
         if self.warmup_runs < 0 or self.memory_runs < 1:
             raise PocketMLError(f"warmup_runs = {self.warmup_runs} and memory_runs = {self.memory_runs}: "
                                 "need warmup_runs >= 0 and memory_runs >= 1")
-        if self.budget_points < 0:
-            raise PocketMLError(f"budget_points = {self.budget_points} is not accepted; give 0 or more percentage points")

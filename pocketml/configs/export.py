@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pocketml.dataset import CALIBRATION_COUNT, EVALUATION_COUNT
+from pocketml.dataset import AGREEMENT_COUNT, CALIBRATION_COUNT, EVALUATION_COUNT
 from pocketml.errors import PocketMLError
 from pocketml.spec import Normalization, requested_normalization
 
@@ -26,7 +26,8 @@ class ExportConfig:
     # Images for int8 calibration: its train split (a folder without splits: any of its images). None: the
     # train split of validation_images when it has one, else calibrated variants are skipped with a note.
     calibration: Path | None = None
-    # Calibration images used at most (deterministic choice); >= 100 when the folder has them.
+    # Calibration images used at most (deterministic choice), and at most a quarter of a small pool so the
+    # rest can judge the files.
     calibration_images: int = CALIBRATION_COUNT
     # Input size "N" or "HxW" for models whose input is dynamic (None: the model's own size or spec.json).
     image_size: str | None = None
@@ -51,14 +52,19 @@ class ExportConfig:
     # Evaluation images: the held-out split (test, else val) of this folder; None: the held-out split of
     # `calibration` (a folder without splits: its images not used to calibrate). Never a calibration image.
     validation_images: Path | None = None
-    # Evaluation images used at most (deterministic, every class keeps its share); verdicts on fewer
-    # than 300 say so.
+    # Held-out evaluation images used at most (deterministic, every class keeps its share): accuracy is
+    # measured on these.
     evaluation_images: int = EVALUATION_COUNT
+    # Images agreement and |dp| are measured on at most: the evaluation images plus every other image of
+    # the folders given that did not calibrate (agreement needs no labels). A verdict on too few images
+    # says "too few images" and how many would decide it.
+    agreement_images: int = AGREEMENT_COUNT
 
     def __post_init__(self) -> None:
-        if self.calibration_images < 1 or self.evaluation_images < 1:
-            raise PocketMLError(f"calibration_images = {self.calibration_images} and evaluation_images = "
-                                f"{self.evaluation_images}; need at least 1 each")
+        if self.calibration_images < 1 or self.evaluation_images < 1 or self.agreement_images < 1:
+            raise PocketMLError(f"calibration_images = {self.calibration_images}, evaluation_images = "
+                                f"{self.evaluation_images} and agreement_images = {self.agreement_images}; "
+                                "need at least 1 each")
         if self.opset not in ONNX_OPSETS:
             raise PocketMLError(f"opset {self.opset} is not accepted; use {ONNX_OPSETS.start}.."
                                 f"{ONNX_OPSETS.stop - 1} (default {ONNX_OPSET})")

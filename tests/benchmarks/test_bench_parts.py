@@ -125,25 +125,50 @@ def _row(name: str, drop: float | None, p50: float | None, size: int, agreement:
             "images": 100}  # fmt: skip
 
 
-def choices(rows, budget_points=1.0, by="latency") -> dict:
-    return {c.platform: c for c in recommend.choose(rows, budget_points, by)}
+def choices(rows, by="latency") -> dict:
+    return {c.platform: c for c in recommend.choose(rows, by)}
 
 
-def test_recommendation_within_budget_fastest_then_smallest():
+def test_recommendation_is_the_fastest_passed_file_then_the_smallest():
     rows = [
         {"name": "keras", "accuracy": 0.9},
         _row("tflite-fp32", 0.0, 10.0, 4_000_000),
         _row("tflite-int8", 0.5, 5.0, 1_000_000),
-        _row("tflite-int8-dynamic", 2.0, 3.0, 1_000_000),
+        _row("tflite-int8-dynamic", 2.0, 3.0, 1_000_000, status="failed validation"),
         _row("tflite-fp16", 0.0, 5.1, 2_000_000),
-        _row("onnx-fp32", 0.0, 8.0, 4_000_000, agreement=0.9),
+        _row("onnx-fp32", 0.0, 8.0, 4_000_000, status="failed validation"),
     ]
     chosen = choices(rows)
-    assert chosen["android"].artifact == "tflite-int8"  # int8-dynamic is faster but over budget
-    assert chosen["onnx"].artifact is None and "agreement" in chosen["onnx"].reason
+    assert chosen["android"].artifact == "tflite-int8"  # int8-dynamic is faster but its verdict failed
+    assert chosen["onnx"].artifact is None and "onnx-fp32: failed validation" in chosen["onnx"].reason
     assert chosen["ios"].artifact is None
-    assert choices(rows, 0.2)["android"].artifact == "tflite-fp16"
-    assert choices(rows, 0.2, "size")["android"].artifact == "tflite-fp16"
+    assert choices(rows, "size")["android"].artifact == "tflite-int8"
+
+
+def test_recommendation_reads_the_verdict_and_never_judges_again():
+    # Agreement 0.95 and a 3-point drop with a passed verdict: the verdict is the one budget, so it is
+    # recommended; bench has no second budget (no budget_points, no min_agreement) to overrule it.
+    rows = [{"name": "keras", "accuracy": 0.9}, _row("tflite-int8", 3.0, 1.0, 1, agreement=0.95)]
+    assert choices(rows)["android"].artifact == "tflite-int8"
+    assert not {"budget_points", "min_agreement"} & set(BenchConfig.__dataclass_fields__)
+
+
+def test_a_too_few_images_file_is_picked_only_when_nothing_passed_and_says_so():
+    undecided = _row("tflite-int8", 0.0, 1.0, 1, status="too few images") | {"images_needed": 420}
+    rows = [{"name": "keras", "accuracy": 0.9}, undecided, _row("tflite-fp32", 0.0, 9.0, 9)]
+    assert choices(rows)["android"].artifact == "tflite-fp32"
+    rows[2]["status"] = "failed validation"
+    choice = choices(rows)["android"]
+    assert choice.artifact == "tflite-int8" and "nothing passed" in choice.reason and "420 images" in choice.reason
+
+
+def test_a_device_verdict_counts_for_the_platforms_the_device_stands_for():
+    arm_failed = {"arm64": {"status": "failed", "platforms": ["android", "onnx"]}}
+    rows = [{"name": "keras", "accuracy": 0.9}, _row("tflite-int8", 0.0, 1.0, 1) | {"devices": arm_failed},
+            _row("tflite-fp32", 0.0, 9.0, 9)]
+    assert choices(rows)["android"].artifact == "tflite-fp32"
+    rows[1]["devices"] = {"web": {"status": "failed", "platforms": ["web"]}}
+    assert choices(rows)["android"].artifact == "tflite-int8"
 
 
 def test_ios_recommendation_rests_on_the_verdict_when_latency_cannot_be_measured():
@@ -152,7 +177,7 @@ def test_ios_recommendation_rests_on_the_verdict_when_latency_cannot_be_measured
     rows[1]["status"] = "passed"
     choice = choices(rows)["ios"]
     assert choice.artifact == "coreml-fp16" and "latency not measurable here" in choice.reason
-    assert "drop 0.00 points on 100 evaluation images" in choice.reason
+    assert "its verdict passed on 100 images (accuracy drop 0.00 points)" in choice.reason
 
 
 def test_a_failed_verdict_is_never_recommended():
@@ -176,11 +201,10 @@ def test_cli_builds_the_config():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["bench", "exp", "--out", "o", "--threads", "1,2,4", "--min-time", "0.5", "--budget-points", "2",
-         "--reference", "m.keras"]
+        ["bench", "exp", "--out", "o", "--threads", "1,2,4", "--min-time", "0.5", "--reference", "m.keras"]
     )
     config = config_from_args(args)
-    assert (config.threads, config.min_time_s, config.budget_points, config.measure_memory) == ([1, 2, 4], 0.5, 2.0, True)
+    assert (config.threads, config.min_time_s, config.measure_memory) == ([1, 2, 4], 0.5, True)
     assert config.keras_model == "m.keras"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "exp", "--out", "o", "--threads", "0"])

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from pocketml.benchmarks.bench import FAILED_VALIDATION, PASSED, ROW_FAILED, bench
+from pocketml.benchmarks.bench import FAILED_VALIDATION, PASSED, bench
 from pocketml.export.coreml import latency_unavailable
 
-from pocketml.artifact import load_recommendations
+from pocketml.artifact import FAILED, load_recommendations
 from pocketml.configs.bench import BenchConfig
 
 pytestmark = pytest.mark.slow  # exports three formats and probes memory in subprocesses: ~1-3 minutes
@@ -40,7 +40,7 @@ def test_every_row_has_a_status_and_the_run_carries_on(results):
     garbage = rows["onnx-int8-dynamic"]  # its verdict: it cannot be loaded
     assert garbage["status"] == FAILED_VALIDATION and "not an ONNX model" in garbage["reason"]
     assert not garbage["latency"]
-    assert rows["onnx-int8"]["status"] == ROW_FAILED and "calibration crashed" in rows["onnx-int8"]["reason"]
+    assert rows["onnx-int8"]["status"] == FAILED and "calibration crashed" in rows["onnx-int8"]["reason"]
 
 
 def test_onnx_timed_per_thread_count_and_core_ml_said_plainly(results):

@@ -118,6 +118,39 @@ def test_every_shape_exports_to_all_three_formats_and_matches(case, photos_dir, 
     check_export(export_dir, model, case, images)
 
 
+INTEGER = ("int8", "int8-uint8io", "compressed")  # TFLite int8 + strict uint8, ONNX int8, Core ML compressed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", um.CASES, ids=lambda c: c.name)
+def test_every_shape_gets_its_integer_and_compressed_files_converted_and_judged(case, photos_dir, tmp_path_factory):
+    """Before: a Sequential model got no integer file at all (the fold / bias-correction step rebuilt it
+    from its config as if functional: "Unrecognized keyword arguments passed to Model: {'layers': ...}")."""
+    export_dir, _, _ = um.exported_case(case.name, photos_dir, tmp_path_factory.getbasetemp(), precisions=INTEGER,
+                                        agreement_images=40)
+    manifest = ExportManifest.load(export_dir)
+    assert sorted(a.name for a in manifest.artifacts) == [
+        "coreml-compressed", "onnx-int8", "tflite-int8", "tflite-int8-uint8io"]
+    for artifact in manifest.artifacts:
+        assert artifact.status == "exported", (artifact.name, artifact.reason)
+        parity = artifact.parity
+        assert parity.status in ("passed", "failed", "too few images") and parity.images == 40, (artifact.name, parity)
+        assert parity.top1_agreement >= 0.8, (artifact.name, parity)  # converted into a working classifier
+        ladder = artifact.details.get("search", {}).get("ladder", [])
+        assert all(step["status"] != "error" for step in ladder[:1]), (artifact.name, ladder[:1])
+
+
+def test_a_sequential_model_is_rebuilt_as_a_sequential_for_its_integer_files(parts, photos):
+    from pocketml.export.quantization.fold import integer_ready
+
+    _, images, _ = photos
+    model = um.sequential(parts)
+    ready, facts = integer_ready(model, images[:8].astype(np.float32))
+    assert type(ready) is type(model) and ready is not model
+    assert facts["bias_correction"]  # the correction ran on the Sequential
+    np.testing.assert_allclose(ready.predict(images, verbose=0), model.predict(images, verbose=0), atol=0.05)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", um.LIVE_CASES, ids=lambda c: c.name)
 def test_a_live_model_object_converts_in_all_three_formats(case, parts, photos, labels_file, tmp_path):

@@ -235,19 +235,22 @@ def photo_test_split(photos_dir: Path) -> tuple[list[Path], np.ndarray, np.ndarr
 
 
 @functools.cache
-def exported_case(name: str, photos_dir: Path, base: Path, formats: tuple[str, ...] = ("tflite", "coreml", "onnx")):
-    """(export dir, saved model path, the model) of CASES[name] exported fp32 and validated on the
-    test photos. Cached: the export tests and the predict tests share one conversion."""
+def exported_case(name: str, photos_dir: Path, base: Path, formats: tuple[str, ...] = ("tflite", "coreml", "onnx"),
+                  precisions: tuple[str, ...] = ("fp32",), agreement_images: int = 32):
+    """(export dir, saved model path, the model) of CASES[name] exported (fp32 unless `precisions`)
+    and validated on the test photos (and agreement on `agreement_images` photos at most, the test
+    ones included). Cached: the export tests and the predict tests share one conversion."""
     from pocketml.export.exporter import export_model
 
     from pocketml.configs.export import ExportConfig
 
     case = next(c for c in CASES if c.name == name)
     model = case.build(fitted_parts(photos_dir / "train"))
-    work = base / f"case-{name}"
+    work = base / f"case-{name}-{'-'.join(precisions)}"
     saved = save_case(case, model, work / "model")
     config = ExportConfig(
-        formats=list(formats), precisions=["fp32"], labels=write_labels_file(work), validation_images=photos_dir,
+        formats=list(formats), precisions=list(precisions), labels=write_labels_file(work), validation_images=photos_dir,
+        agreement_images=agreement_images,
         **{k: v for k, v in case.export.items()},
     )  # fmt: skip
     export_model(saved, work / "export", config)

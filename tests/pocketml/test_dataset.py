@@ -7,6 +7,7 @@ from PIL import Image
 from pocketml.dataset import (
     MANIFEST_COLUMNS,
     ImageSet,
+    agreement_set,
     bounded,
     choose_images,
     labels_of,
@@ -77,7 +78,8 @@ def _folder(root, per_label: dict[str, int], split: str | None = None):
 
 def test_calibration_from_train_evaluation_from_test_never_overlapping(photos_dir):
     calibration, evaluation = choose_images(photos_dir, None)
-    assert (calibration.role, calibration.split, len(calibration)) == ("calibration", "train", 96)
+    # A quarter of the 96 training images calibrate; the other 72 are left to judge agreement on.
+    assert (calibration.role, calibration.split, len(calibration)) == ("calibration", "train", 24)
     assert (evaluation.role, evaluation.split, len(evaluation)) == ("evaluation", "test", 32)
     assert not set(calibration.paths) & set(evaluation.paths)
     again = choose_images(photos_dir, None)
@@ -94,10 +96,35 @@ def test_evaluation_folder_alone_calibrates_on_its_train_split(photos_dir):
 def test_a_folder_without_splits_is_divided_so_no_image_is_used_twice(tmp_path):
     root = _folder(tmp_path / "flat", {"a": 30, "b": 30})
     calibration, evaluation = choose_images(root, None, calibration_count=20)
-    assert (calibration.split, len(calibration)) == ("all", 20)
-    assert (evaluation.split, len(evaluation)) == ("rest", 40)
+    assert (calibration.split, len(calibration)) == ("all", 15)  # a quarter of 60, below the 20 asked
+    assert (evaluation.split, len(evaluation)) == ("rest", 45)
     assert not set(calibration.paths) & set(evaluation.paths)
-    assert "20 images left out of evaluation: they also calibrate" in evaluation.notes
+    assert "15 images left out of evaluation: they also calibrate" in evaluation.notes
+
+
+def test_a_small_flat_folder_given_as_calibration_alone_serves_both_roles_and_says_how(tmp_path):
+    # A user's first try: 200 photos, no splits, `--calibration photos`. It used to be refused ("no
+    # images left to evaluate on"); now a quarter calibrates and the rest judge, and the note says so.
+    root = _folder(tmp_path / "flat", {"a": 100, "b": 100})
+    calibration, evaluation = choose_images(root, None)
+    assert (len(calibration), len(evaluation)) == (50, 150)
+    assert calibration.notes == (f"50 of the 200 images of {root} (all) calibrate; the other 150 are left to judge "
+                                 "the files on",)
+    assert {r.label for r in calibration.records} == {"a", "b"}
+    one = _folder(tmp_path / "one", {"a": 1})
+    with pytest.raises(PocketMLError, match="no images left to evaluate on"):
+        choose_images(one, None)
+
+
+def test_agreement_is_measured_on_every_image_that_neither_calibrates_nor_is_held_out(photos_dir):
+    calibration, evaluation = choose_images(photos_dir, None)
+    others = agreement_set([photos_dir], calibration, evaluation)
+    assert (others.role, others.split, len(others)) == ("agreement", "train+val", 72 + 32)
+    used = {*calibration.paths, *evaluation.paths}
+    assert not used & set(others.paths)
+    bounded_others = agreement_set([photos_dir], calibration, evaluation, count=len(evaluation) + 10)
+    assert len(bounded_others) == 10 and {r.label for r in bounded_others.records} == {"cat", "coffee"}
+    assert agreement_set([photos_dir], calibration, evaluation, count=len(evaluation)) is None
 
 
 def test_a_copy_of_a_calibration_image_is_not_evaluated(tmp_path):
@@ -105,7 +132,8 @@ def test_a_copy_of_a_calibration_image_is_not_evaluated(tmp_path):
 
     train = _folder(tmp_path / "data", {"a": 4, "b": 4}, "train")
     _folder(tmp_path / "data", {"a": 3, "b": 3}, "test")
-    shutil.copy(train / "train" / "a" / "0.png", train / "test" / "a" / "copy.png")  # leaked into test
+    calibrating = choose_images(train, None)[0].paths[0]
+    shutil.copy(calibrating, train / "test" / "a" / "copy.png")  # leaked into test
     calibration, evaluation = choose_images(train, None)
     assert len(evaluation) == 6 and all(p.name != "copy.png" for p in evaluation.paths)
     assert evaluation.notes == ("1 images left out of evaluation: they also calibrate",)
