@@ -102,8 +102,8 @@ def load(
         raise PocketMLError(f"--image-size applies to Keras models; {path.name} carries its input size inside")
     fmt = format_of_path(str(path))
     module = format_module(fmt)
-    predictor = module.load(path)
-    names = read_labels(labels) if labels is not None else module.read_labels(path)
+    predictor, carried = readable_file(module, path)
+    names = read_labels(labels) if labels is not None else carried
     if not names:
         raise PocketMLError(f"{path.name} carries no labels; pass --labels FILE (one label per line, in output order)")
     notes = []
@@ -111,6 +111,19 @@ def load(
         # pocketml's own files carry their preprocessing inside; a file from elsewhere may expect it done.
         notes.append(f"applying {preprocess.describe()} before {path.name} (it must expect normalised input)")
     return LabelledModel(predictor, tuple(names), path, fmt, notes, preprocess if notes else None)
+
+
+def readable_file(module, path: Path):
+    """The file's Predictor and the labels it carries, else a one-line error saying it is not a file of
+    its format (a runtime's own parse error would be a traceback)."""
+    try:
+        return module.load(path), module.read_labels(path)
+    except PocketMLError:
+        raise
+    except Exception as exc:  # each runtime raises its own type for a file it cannot parse
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise PocketMLError(f"{path} is not a valid {module.SUFFIX} model ({why}); give a model "
+                            f"file written by `pocketml export` or another {module.FORMAT} converter") from exc
 
 
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
