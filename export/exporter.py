@@ -37,7 +37,7 @@ from pocketml.artifact import (
 from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress, step_done
-from pocketml.dataset import ImageSet, choose_images, load_images
+from pocketml.dataset import ImageSet, choose_images, readable_images
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, sha256_bytes, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
@@ -161,13 +161,17 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
         source = load_source(model, labels=config.labels, image_size=config.image_size,
                              preprocess=config.normalization)
         size = source.spec.image_size
-        calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
+        calibration = None
+        if calibration_set is not None:  # unreadable files are skipped, named in a note and the manifest
+            calibration_set, calibration = readable_images(calibration_set, size)
         variants, skipped = planned_variants(modules, config.precisions, calibration is not None)
-        for note in [*source.notes, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
-            console.print(f"note: {note}")
         judge = None
         if evaluation_set is not None:
             judge = judge_for(evaluation_set, KerasPredictor(source.model, size), list(source.spec.labels))
+            evaluation_set = judge.image_set
+        image_notes = [n for s in (calibration_set, evaluation_set) if s is not None for n in s.notes]
+        for note in [*source.notes, *skipped, *image_notes]:
+            console.print(f"note: {note}", markup=False)
         manifest = ExportManifest(model=model_record(source, config), images={
             "calibration": calibration_set.to_dict() if calibration_set else None,
             "evaluation": evaluation_set.to_dict() if evaluation_set else None,

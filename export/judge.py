@@ -24,7 +24,7 @@ from pocketml.artifact import (
     Parity,
     agreement_interval,
 )
-from pocketml.dataset import ImageSet, load_images
+from pocketml.dataset import ImageSet, readable_images
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 
 
@@ -72,6 +72,7 @@ class Judge:
     reference: np.ndarray  # float32 [N,C] the Keras original's probabilities on them
     truth: np.ndarray | None  # class index per image, None when unlabelled
     where: str = ""  # where the images came from, for messages
+    image_set: ImageSet | None = None  # the images judged on: the set asked for less any unreadable file
 
     def parity(self, precision: str, probs: np.ndarray) -> Parity:
         """Figures and verdict of outputs `probs` for a file of `precision`."""
@@ -101,9 +102,10 @@ def judge_for(image_set: ImageSet, reference: Any, classes: list[str]) -> Judge:
     if not image_set.records:
         raise PocketMLError(f"no evaluation images in {image_set.source}; give --images held-out images")
     where = f"{image_set.source} ({image_set.split} split)"
-    truth = label_indices(image_set.labels, classes, f"images in {where}")  # before the slow part
-    images = load_images(image_set.paths, tuple(reference.input_size))
-    return Judge(images, reference.predict(images), truth, where)
+    label_indices(image_set.labels, classes, f"images in {where}")  # before the slow part
+    image_set, images = readable_images(image_set, tuple(reference.input_size))
+    truth = label_indices(image_set.labels, classes, f"images in {where}")
+    return Judge(images, reference.predict(images), truth, where, image_set)
 
 
 def artifact_verdict(export_dir: Path, artifact: Artifact, judge: Judge | None) -> Parity:

@@ -62,7 +62,9 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
                 bar.update(task, description=f"validate {artifact.name}")
                 artifact.parity = artifact_verdict(export_dir, artifact, judge)
                 bar.advance(task)
-        manifest.images["evaluation"] = evaluation.to_dict()
+        for note in judge.image_set.notes:
+            console.print(f"note: {note}", markup=False)
+        manifest.images["evaluation"] = judge.image_set.to_dict()
         manifest.save(export_dir)
     print_parity(manifest)
     failures = failures_of(manifest)
