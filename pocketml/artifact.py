@@ -116,6 +116,17 @@ class Artifact:
         return self.details.get("integer_only")
 
     @property
+    def activation_bits(self) -> int | None:
+        """16 for a file computing with 16-bit activations (16x8): integer, yet no NPU / DSP / Edge TPU
+        delegate runs it and CPU kernels for it are slow; 8 for int8; None when unrecorded or float."""
+        return self.details.get("activation_bits")
+
+    @property
+    def accelerator_ready(self) -> bool:
+        """Every op in 8-bit integers: what an NPU, DSP or Edge TPU runs."""
+        return self.integer_only is True and self.activation_bits != 16
+
+    @property
     def float_ops(self) -> list[str]:
         """Ops a quantised file keeps in float (it then runs on CPU/GPU only), from its export."""
         return list(self.details.get("float_ops") or [])
