@@ -48,3 +48,20 @@ def test_added_and_removed_photos_are_picked_up(tmp_path, photos_dir):
     removed.unlink()
     assert acquire(config, run_dir)["acquire"][0] == "ran"
     assert pool_urls(run_dir) == (before | {added.resolve().as_uri()}) - {removed.resolve().as_uri()}
+
+
+def test_a_folder_with_train_and_val_only_says_the_verdict_rests_on_val(tmp_path, photos_dir, capsys):
+    photos = tmp_path / "photos"
+    for split in ("train", "val"):
+        shutil.copytree(photos_dir / split, photos / split)
+    config = tmp_path / "folder.toml"
+    config.write_text(CONFIG.format(photos=photos))
+    results = run_pipeline(config, tmp_path / "run", to_stage="curate")
+    assert [r.status for r in results] == ["ran", "ran"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "have no test split and curate keeps them" in err and "the verdicts rest on the validation split" in err
+    assert "too few groups" not in err
+    with open(tmp_path / "run" / "dataset" / "manifest.csv", newline="") as fh:
+        assert {row["split"] for row in csv.DictReader(fh)} == {"train", "val"}
+    example = (Path(__file__).parents[2] / "examples" / "folder.toml").read_text()
+    assert "the verdicts then rest on val" in example and "makes its own leakage-free splits" not in example

@@ -172,7 +172,8 @@ def test_offline_imagenet_download_names_the_alternatives(monkeypatch):
     # A proxy on a closed local port makes the real download fail as it does offline.
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(PocketMLError, match=r"offline\?.*--weights PATH.*--weights none.*efficientnet_lite0"):
+    match = r'offline\?.*`--weights PATH`, or `weights = "PATH"` under \[train\] in a pipeline TOML.*none.*efficientnet_lite0'
+    with pytest.raises(PocketMLError, match=match):
         build_backbone(get_backbone("mobilenet_v2"), 96, 0.35, Weights("imagenet"))
 
 
