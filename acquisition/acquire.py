@@ -22,7 +22,7 @@ from pathlib import Path
 from pocketml.acquisition import store
 from pocketml.acquisition.executors import Executor, make_executor
 from pocketml.acquisition.pool import POOL_COLUMNS, POOL_FILE
-from pocketml.acquisition.shard import ShardResult, ShardTask
+from pocketml.acquisition.shard import LOCAL_SOURCES, ShardResult, ShardTask
 from pocketml.acquisition.sources import Source, SourceItem, make_source
 from pocketml.acquisition.state import OK, Outcome, State, item_key
 
@@ -52,7 +52,7 @@ def acquire(config: AcquireConfig, out_dir: Path) -> dict:
         state.close()
     state = State(out_dir / "state.sqlite")
     try:
-        write_pool(state, out_dir / POOL_FILE)
+        write_pool(state, out_dir / POOL_FILE, listed_local(sources))
         summary = _summary(state, out_dir, run, time.monotonic() - started, reopened, config.executor)
     finally:
         state.close()
@@ -67,10 +67,13 @@ def acquire(config: AcquireConfig, out_dir: Path) -> dict:
 def shards(sources: list[Source], size: int) -> Iterator[tuple[str, list[SourceItem]]]:
     """(shard id, items) in a deterministic order, so a rerun names the same shards."""
     for index, source in enumerate(sources):
+        # A local folder's shards are named by its contents: a photo added or replaced lands in shards
+        # no earlier run finished, so it is read (unchanged photos are still finished URLs, not redone).
+        version = f"-{source.listing_digest()[:12]}" if hasattr(source, "listing_digest") else ""
         stream = iter(source.items())
         number = 0
         while chunk := list(islice(stream, size)):
-            yield f"{index:02d}-{source.name}-{number:06d}", chunk
+            yield f"{index:02d}-{source.name}-{number:06d}{version}", chunk
             number += 1
 
 
@@ -214,13 +217,21 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
     return stats
 
 
-def write_pool(state: State, path: Path) -> int:
-    """pool.csv: one row per stored image (the contract curation reads)."""
+def listed_local(sources: list[Source]) -> set[str]:
+    """URLs a local source lists now (a photo removed from its folder is no longer among them)."""
+    return {item.url for source in sources if source.name in LOCAL_SOURCES for item in source.items()}
+
+
+def write_pool(state: State, path: Path, listed: set[str] | None = None) -> int:
+    """pool.csv: one row per stored image (the contract curation reads); a local source's image
+    only while its folder still lists it, when `listed` is given."""
     count = 0
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(POOL_COLUMNS)
         for row in state.stored_rows():
+            if listed is not None and row[3] in LOCAL_SOURCES and row[4] not in listed:
+                continue
             writer.writerow(row)
             count += 1
     return count

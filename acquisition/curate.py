@@ -375,6 +375,18 @@ def conflict_rows(items: Sequence[Item], analysis: Analysis) -> list[dict]:
     ]
 
 
+def split_warnings(kept: Sequence[Item], item_splits: list[str], ratios: tuple[float, float, float]) -> list[str]:
+    """Classes missing from a split; when the source's own splits have no test split, that alone
+    (said once, plainly) rather than 'too few groups' for every class."""
+    given_only = bool(kept) and all(it.predefined for it in kept)
+    if given_only and "test" not in item_splits and ratios[2] > 0:
+        present = sorted(set(item_splits), key=SPLITS.index)
+        return [f"the source's own splits ({'/'.join(present)}) have no test split and curate keeps them: val "
+                "both picks the best epoch and judges every export, so the verdicts rest on the validation "
+                "split; add a test/ folder for an independent verdict"]
+    return splits.empty_classes([it.label for it in kept], item_splits, ratios)
+
+
 def predefined_leakage(items: Sequence[Item], analysis: Analysis) -> dict:
     """Leaks between the source's own splits, before curation fixes them (empty when none are given)."""
     given = [it.predefined for it in items]
@@ -405,7 +417,7 @@ def curate(dataset_dir: Path, config: CurateConfig) -> dict:
     removals += dup_removed
     require_two_labels(kept, dataset_dir / POOL_FILE)
     item_splits = split_items(kept, items, analysis, config)
-    warnings += splits.empty_classes([it.label for it in kept], item_splits, config.ratios)
+    warnings += split_warnings(kept, item_splits, config.ratios)
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
     summary = build_report(

@@ -36,7 +36,7 @@ from pocketml.artifact import (
 )
 from pocketml.configs.bench import BenchConfig
 from pocketml.console import library_output, progress
-from pocketml.dataset import ImageSet, evaluation_set, load_images
+from pocketml.dataset import ImageSet, evaluation_set, load_images, readable_images
 from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import sha256_file, tree_bytes
 from pocketml.spec import Normalization
@@ -357,8 +357,9 @@ def judge_files(manifest: ExportManifest, models: dict, evaluation: ImageSet, re
                 artifact.parity = judge.parity("fp32", model.predict(judge.images))
                 artifact.parity.status, artifact.parity.reason = SKIPPED, "precision unknown: figures, no verdict"
         return
+    evaluation, images = readable_images(evaluation, size)  # a file that does not decode is skipped, named
+    manifest.images["evaluation"] = evaluation.to_dict()
     truth = label_indices(evaluation.labels, classes, f"images in {evaluation.source}")
-    images = load_images(evaluation.paths, size)
     for artifact, model in pairs:
         artifact.parity = Parity(accuracy=accuracy(model.predict(images), truth), images=len(images), status=SKIPPED,
                                  reason="no --reference: accuracy only, no verdict")

@@ -121,7 +121,8 @@ def peak_memory(fmt: str, path: str | Path, image_size: tuple[int, int], runs: i
         raise PocketMLError("peak memory needs /proc/self/status (Linux); set measure_memory = false elsewhere")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cmd = [sys.executable, "-c", _PROBE, fmt, str(path), str(runs), str(image_size[0]), str(image_size[1])]
+    # The child runs in the project folder, away from the user's modules: a relative path must be resolved here.
+    cmd = [sys.executable, "-c", _PROBE, fmt, str(Path(path).resolve()), str(runs), str(image_size[0]), str(image_size[1])]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S, cwd=PROJECT_ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe exited {done.returncode}: {one_line(done.stderr, 'no output', last=True)}")

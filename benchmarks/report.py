@@ -126,6 +126,9 @@ def console_rows(results: dict) -> tuple[list[str], list[list[object]]]:
     return [columns[i] for i in keep], [[row[i] for i in keep] for row in table]
 
 
+UNMEASURED = ("peak memory not measured", "latency at")  # row notes saying a column has no figure
+
+
 def print_summary(results: dict) -> None:
     columns, table = console_rows(results)
     data = results["data"]
@@ -135,6 +138,9 @@ def print_summary(results: dict) -> None:
             console.print(f"{row['name']}: {row['status']}: {row['reason']}")
         if row.get("latency_note"):
             console.print(f"{row['name']}: latency {row['latency_note']}")
+        for note in row.get("notes") or ():
+            if note.startswith(UNMEASURED):  # a "-" in the table says nothing of why
+                console.print(f"{row['name']}: {note}", style="yellow", markup=False)
     for platform, choice in results["recommendations"].items():
         console.print(f"{platform}: {choice['artifact'] or 'no recommendation'} — {choice['reason']}")
     overhead, budget = results.get("harness_overhead_pct_max"), results["config"].get("max_overhead_pct", 5.0)

@@ -10,7 +10,9 @@ stage is the only writer of EXPORT_DIR: app bundles are assembled from it by `po
 from __future__ import annotations
 
 import inspect
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
@@ -20,13 +22,24 @@ from pocketml.export.keras_model import KerasPredictor
 from pocketml.export.model_source import ModelSource, load_source
 from pocketml.export.registry import Converted, check_formats, format_module, format_names
 
-from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, Parity
+import pocketml
+from pocketml.artifact import (
+    EXPORTED,
+    FAILED,
+    MANIFEST_FILE,
+    PRECISIONS,
+    SKIPPED,
+    Artifact,
+    ExportManifest,
+    Parity,
+    file_problem,
+)
 from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
-from pocketml.console import console, library_output, print_table, progress
-from pocketml.dataset import ImageSet, agreement_set, choose_images, load_images
+from pocketml.console import console, library_output, print_table, progress, step_done
+from pocketml.dataset import ImageSet, agreement_set, choose_images, readable_images
 from pocketml.errors import PocketMLError, reason_of
-from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
+from pocketml.fsutil import atomic_output, sha256_bytes, sha256_file, tree_bytes
 from pocketml.spec import ModelSpec
 
 ARTIFACT_STEM = "model"  # tflite/model-fp16.tflite: stable names bench, package and apps rely on
@@ -165,29 +178,82 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
         source = load_source(model, labels=config.labels, image_size=config.image_size,
                              preprocess=config.normalization)
         size = source.spec.image_size
-        calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
-        for note in [*source.notes, *skipped, *(calibration_set.notes if calibration_set else ()),
-                     *(evaluation_set.notes if evaluation_set else ())]:
-            console.print(f"note: {note}")
+        calibration = None
+        if calibration_set is not None:  # unreadable files are skipped, named in a note and the manifest
+            calibration_set, calibration = readable_images(calibration_set, size)
         judge = None
         if evaluation_set is not None:
             judge = judge_for(evaluation_set, KerasPredictor(source.model, size), list(source.spec.labels), agreement)
+            evaluation_set, agreement = judge.image_set, judge.agreement_set
+        image_notes = [n for s in (calibration_set, evaluation_set, agreement) if s is not None for n in s.notes]
+        for note in [*source.notes, *skipped, *image_notes]:
+            console.print(f"note: {note}", markup=False)
         manifest = ExportManifest(model=model_record(source, config), images={
             "calibration": calibration_set.to_dict() if calibration_set else None,
             "evaluation": evaluation_set.to_dict() if evaluation_set else None,
             "agreement": agreement.to_dict() if agreement else None,
-        })
+        }, planned=len(variants))
+        manifest.inputs = inputs_digest(manifest, config)
+        names = [f"{fmt}-{precision}" for fmt, precision in variants]
+        manifest.artifacts = [a for a in finished_artifacts(out_dir, manifest.inputs) if a.name in names]
+        if manifest.artifacts:
+            console.print(f"note: kept {len(manifest.artifacts)} file(s) judged by an earlier export of the same "
+                          f"model, settings and images ({', '.join(a.name for a in manifest.artifacts)}); "
+                          f"delete {out_dir} to convert them again")
+        # Written before the first file is replaced: an interrupted export never leaves an earlier
+        # manifest vouching for files this one has overwritten.
+        manifest.save(out_dir)
+        kept = {a.name for a in manifest.artifacts}
         with progress() as bar:
             task = bar.add_task("export", total=len(variants))
             for fmt, precision in variants:
-                bar.update(task, description=f"export {fmt} {precision}")
-                artifact = export_variant(source, modules[fmt], precision, out_dir, calibration, config, judge)
-                artifact.parity = artifact_verdict(out_dir, artifact, judge)
-                manifest.artifacts.append(artifact)
+                if f"{fmt}-{precision}" not in kept:
+                    bar.update(task, description=f"export {fmt} {precision}")
+                    artifact = export_variant(source, modules[fmt], precision, out_dir, calibration, config, judge)
+                    artifact.parity = artifact_verdict(out_dir, artifact, judge)
+                    manifest.artifacts.append(artifact)
+                    manifest.save(out_dir)  # each finished file is recorded: a rerun resumes after it
+                    finished_line(artifact)
                 bar.advance(task)
+        manifest.artifacts.sort(key=lambda a: names.index(a.name))
         manifest.save(out_dir)
     print_export_summary(manifest, judge)
     return manifest
+
+
+def inputs_digest(manifest: ExportManifest, config: ExportConfig) -> str | None:
+    """sha256 over what decides every file and verdict: the model (by content), the settings and each
+    image (path, size, mtime). None for a keras.Model from Python, which has no content hash to compare."""
+    if not manifest.model.get("source_sha256"):
+        return None
+    settings = {k: v for k, v in asdict(config).items() if k not in ("formats", "precisions")}
+    stamps = {}
+    for role, image_set in manifest.images.items():
+        for path in (image_set or {}).get("images", []):
+            stat = Path(path).stat() if Path(path).exists() else None
+            stamps[f"{role}:{path}"] = (stat.st_size, stat.st_mtime_ns) if stat else None
+    record = {"model": manifest.model, "settings": settings, "images": manifest.images, "stamps": stamps,
+              "pocketml": pocketml.__version__}
+    return sha256_bytes(json.dumps(record, sort_keys=True, default=str).encode())
+
+
+def finished_artifacts(out_dir: Path, inputs: str | None) -> list[Artifact]:
+    """Files an earlier export of the same inputs finished and judged, each still the file it judged."""
+    if inputs is None or not (out_dir / MANIFEST_FILE).is_file():
+        return []
+    try:
+        earlier = ExportManifest.read(out_dir)
+    except PocketMLError:  # not a manifest this version can read: export everything again
+        return []
+    if earlier.inputs != inputs:
+        return []
+    return [a for a in earlier.artifacts if a.status == EXPORTED and a.parity.status != SKIPPED
+            and file_problem(out_dir, a) is None]
+
+
+def finished_line(artifact: Artifact) -> None:
+    verdict = artifact.status if artifact.status != EXPORTED else artifact.parity.status
+    step_done(f"exported {artifact.path}: {verdict} ({artifact.convert_seconds or 0:.1f} s)")
 
 
 def print_export_summary(manifest: ExportManifest, judge: Judge | None = None) -> None:

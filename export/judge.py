@@ -22,7 +22,7 @@ from pocketml.artifact import (
     Parity,
     agreement_interval,
 )
-from pocketml.dataset import ImageSet, load_images
+from pocketml.dataset import ImageSet, readable_images
 from pocketml.errors import PocketMLError, RuntimeUnavailable, reason_of
 
 FLIPS_RECORDED = 50  # flips named in the manifest at most (the count says how many)
@@ -97,6 +97,8 @@ class Judge:
     where: str = ""  # where the images came from, for messages
     names: list[str] | None = None  # each image's path, to name flips
     held_out: int | None = None  # the first this many images are the held-out split (None: all of them)
+    image_set: ImageSet | None = None  # the held-out images judged on: the set asked for less any unreadable file
+    agreement_set: ImageSet | None = None  # the agreement-only images judged on, likewise
 
     def parity(self, precision: str, probs: np.ndarray) -> Parity:
         """Figures and verdict of outputs `probs` for a file of `precision`."""
@@ -126,12 +128,17 @@ def judge_for(image_set: ImageSet, reference: Any, classes: list[str], agreement
     if not image_set.records:
         raise PocketMLError(f"no evaluation images in {image_set.source}; give --images held-out images")
     where = f"{image_set.source} ({image_set.split} split)"
-    truth = label_indices(image_set.labels, classes, f"images in {where}")  # before the slow part
-    paths = [*image_set.paths, *(agreement.paths if agreement is not None else [])]
+    label_indices(image_set.labels, classes, f"images in {where}")  # before the slow part
+    size = tuple(reference.input_size)
+    image_set, images = readable_images(image_set, size)
+    truth = label_indices(image_set.labels, classes, f"images in {where}")
+    paths = list(image_set.paths)
     if agreement is not None and len(agreement):
+        agreement, more = readable_images(agreement, size)
+        images, paths = np.concatenate([images, more]), paths + list(agreement.paths)
         where += f" and {len(agreement)} more images that did not calibrate (agreement only)"
-    images = load_images(paths, tuple(reference.input_size))
-    return Judge(images, reference.predict(images), truth, where, [str(p) for p in paths], len(image_set))
+    return Judge(images, reference.predict(images), truth, where, [str(p) for p in paths], len(image_set),
+                 image_set, agreement)
 
 
 def artifact_verdict(export_dir: Path, artifact: Artifact, judge: Judge | None) -> Parity:

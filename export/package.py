@@ -80,7 +80,10 @@ def _verdict(artifact: Artifact) -> str:
 def _runs_on(artifact: Artifact) -> str:
     """What hardware the file suits: integer-only files run on NPUs, DSPs and the Edge TPU; a file
     with ops kept float needs a CPU or GPU (names the ops, as the quantisation search recorded them)."""
-    if artifact.integer_only is True:
+    if artifact.integer_only is True and artifact.activation_bits == 16:
+        return ("CPU, slowly: 16-bit activations (integer, but NPU, DSP and Edge TPU delegates run 8-bit "
+                "and LiteRT's CPU path has no fast int16 kernels)")
+    if artifact.accelerator_ready:
         return "integer-only (NPU, DSP, Edge TPU, CPU)"
     if artifact.integer_only is False:
         ops = artifact.float_ops
@@ -111,7 +114,7 @@ def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_ou
         why = artifact.reason if artifact.status != EXPORTED else artifact.parity.reason
         status = artifact.status if artifact.status != EXPORTED else artifact.parity.status
         line = f"Not included: {artifact.name} ({status}: {why})."
-        if artifact.integer_only and artifact.status == EXPORTED:
+        if artifact.accelerator_ready and artifact.status == EXPORTED:
             # Accelerators that run only integer models may still want it, knowing it misses the budget.
             line += (f" It is the strict integer-only file (NPU, DSP, Edge TPU): the export keeps it at "
                      f"`{artifact.path}` for accelerators that need one.")

@@ -24,6 +24,7 @@ import numpy as np
 from pocketml.export import safe_load
 from pocketml.export.registry import format_module, format_of_path
 
+from pocketml.artifact import MANIFEST_FILE, ExportManifest, file_problem
 from pocketml.dataset import is_image_file, load_image
 from pocketml.errors import PocketMLError
 from pocketml.spec import MODEL_FILE, Normalization, read_labels
@@ -102,8 +103,9 @@ def load(
         raise PocketMLError(f"--image-size applies to Keras models; {path.name} carries its input size inside")
     fmt = format_of_path(str(path))
     module = format_module(fmt)
-    predictor = module.load(path)
-    names = read_labels(labels) if labels is not None else module.read_labels(path)
+    check_exported(path)
+    predictor, carried = readable_file(module, path)
+    names = read_labels(labels) if labels is not None else carried
     if not names:
         raise PocketMLError(f"{path.name} carries no labels; pass --labels FILE (one label per line, in output order)")
     notes = []
@@ -111,6 +113,36 @@ def load(
         # pocketml's own files carry their preprocessing inside; a file from elsewhere may expect it done.
         notes.append(f"applying {preprocess.describe()} before {path.name} (it must expect normalised input)")
     return LabelledModel(predictor, tuple(names), path, fmt, notes, preprocess if notes else None)
+
+
+def check_exported(path: Path) -> None:
+    """A file inside an export directory (EXPORT_DIR/<format>/file) must be the one its manifest
+    entry judged: a file replaced since would otherwise run under another file's verdict."""
+    export_dir = path.resolve().parent.parent
+    if not (export_dir / MANIFEST_FILE).is_file():
+        return
+    try:
+        manifest = ExportManifest.read(export_dir)
+    except PocketMLError:  # a manifest.json of something else: not an export directory
+        return
+    relative = path.resolve().relative_to(export_dir).as_posix()
+    artifact = next((a for a in manifest.artifacts if a.path == relative), None)
+    problem = file_problem(export_dir, artifact) if artifact is not None else None
+    if problem:
+        raise PocketMLError(f"{problem}; rerun `pocketml export` into {export_dir}")
+
+
+def readable_file(module, path: Path):
+    """The file's Predictor and the labels it carries, else a one-line error saying it is not a file of
+    its format (a runtime's own parse error would be a traceback)."""
+    try:
+        return module.load(path), module.read_labels(path)
+    except PocketMLError:
+        raise
+    except Exception as exc:  # each runtime raises its own type for a file it cannot parse
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise PocketMLError(f"{path} is not a valid {module.SUFFIX} model ({why}); give a model "
+                            f"file written by `pocketml export` or another {module.FORMAT} converter") from exc
 
 
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:

@@ -165,7 +165,8 @@ def _integer(model, spec, precision, out_path: Path, calibration, judge) -> Conv
     rung = next(ladder.candidates(model, spec, calibration, finish, facts))
     facts.pop("rank")  # no search, no ranking: the debugger's table comes with the ladder
     built = rung.build(out_path) if precision == "int8" else _strict(model, spec, calibration, out_path, finish, facts)
-    details = {"integer_only": built.integer_only, "float_ops": built.float_ops, "recipe": rung.settings, **facts}
+    details = {"integer_only": built.integer_only, "float_ops": built.float_ops,
+               "activation_bits": built.activation_bits, "recipe": rung.settings, **facts}
     notes = [NOTES[precision], f"calibrated on {len(calibration)} images; input normalisation folded where the graph allows, "
              "weights bias-corrected for int8 rounding"]
     if precision == "int8-uint8io":

@@ -75,8 +75,11 @@ def validate(export_dir: str | Path, images: str | Path | None = None, strict: b
                 bar.update(task, description=f"validate {artifact.name}")
                 artifact.parity = artifact_verdict(export_dir, artifact, judge)
                 bar.advance(task)
-        manifest.images["evaluation"] = evaluation.to_dict()
-        manifest.images["agreement"] = agreement.to_dict() if agreement else None
+        for image_set in (judge.image_set, judge.agreement_set):
+            for note in image_set.notes if image_set else ():
+                console.print(f"note: {note}", markup=False)
+        manifest.images["evaluation"] = judge.image_set.to_dict()
+        manifest.images["agreement"] = judge.agreement_set.to_dict() if judge.agreement_set else None
         manifest.save(export_dir)
     print_parity(manifest)
     failures = failures_of(manifest)

@@ -2,6 +2,7 @@
 
 `EXPORT_DIR/manifest.json` (written by the export stage only):
   {"model": {spec..., "source": path, "source_sha256": ...},
+   "planned": files the export set out to write (more than listed: unfinished), "inputs": digest,
    "images": {"calibration": ImageSet.to_dict() | null, "evaluation": ImageSet.to_dict() | null},
    "artifacts": [{"format", "precision", "path" (relative to EXPORT_DIR), "sha256", "bytes",
                   "convert_seconds", "status", "reason", "notes", "details", "parity": {...}}]}
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pocketml.errors import PocketMLError
-from pocketml.fsutil import atomic_write_json
+from pocketml.fsutil import atomic_write_json, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 RECOMMENDATIONS_FILE = "recommendations.json"
@@ -144,6 +145,17 @@ class Artifact:
         return self.details.get("integer_only")
 
     @property
+    def activation_bits(self) -> int | None:
+        """16 for a file computing with 16-bit activations (16x8): integer, yet no NPU / DSP / Edge TPU
+        delegate runs it and CPU kernels for it are slow; 8 for int8; None when unrecorded or float."""
+        return self.details.get("activation_bits")
+
+    @property
+    def accelerator_ready(self) -> bool:
+        """Every op in 8-bit integers: what an NPU, DSP or Edge TPU runs."""
+        return self.integer_only is True and self.activation_bits != 16
+
+    @property
     def float_ops(self) -> list[str]:
         """Ops a quantised file keeps in float (it then runs on CPU/GPU only), from its export."""
         return list(self.details.get("float_ops") or [])
@@ -168,30 +180,68 @@ class ExportManifest:
     model: dict
     artifacts: list[Artifact] = field(default_factory=list)
     images: dict = field(default_factory=dict)  # role -> ImageSet.to_dict(): which images calibrated, which judged
+    # An export in progress (or interrupted) records `planned` > len(artifacts): its finished files
+    # only, so no reader ever pairs a file with an earlier export's verdict; `inputs` is the digest of
+    # model, settings and images a rerun compares to keep the files already judged.
+    planned: int | None = None
+    inputs: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.planned is None or len(self.artifacts) >= self.planned
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "images": self.images, "artifacts": [a.to_dict() for a in self.artifacts]}
+        return {"model": self.model, "images": self.images, "planned": self.planned, "inputs": self.inputs,
+                "artifacts": [a.to_dict() for a in self.artifacts]}
 
     def save(self, export_dir: str | Path) -> Path:
         return atomic_write_json(Path(export_dir) / MANIFEST_FILE, self.to_dict())
 
     @classmethod
-    def load(cls, export_dir: str | Path) -> ExportManifest:
+    def read(cls, export_dir: str | Path) -> ExportManifest:
+        """The manifest as written, finished or not, its files unchecked (the exporter resuming)."""
         path = Path(export_dir) / MANIFEST_FILE
         if not path.is_file():
             raise PocketMLError(f"{export_dir} has no {MANIFEST_FILE}; pass a directory written by `pocketml export`")
         try:
             data = json.loads(path.read_text())
             return cls(model=data["model"], artifacts=[Artifact.from_dict(a) for a in data["artifacts"]],
-                       images=data.get("images") or {})
+                       images=data.get("images") or {}, planned=data.get("planned"), inputs=data.get("inputs"))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise PocketMLError(f"{path} is not a pocketml export manifest ({exc!r})") from exc
+
+    @classmethod
+    def load(cls, export_dir: str | Path) -> ExportManifest:
+        """The manifest of a finished export whose every exported file is the one it judged."""
+        manifest = cls.read(export_dir)
+        if not manifest.complete:
+            raise PocketMLError(f"{export_dir} holds an unfinished export ({len(manifest.artifacts)} of "
+                                f"{manifest.planned} files done); rerun `pocketml export` to finish it")
+        for artifact in manifest.artifacts:
+            problem = file_problem(Path(export_dir), artifact)
+            if problem:
+                raise PocketMLError(f"{problem}; rerun `pocketml export` into {export_dir}")
+        return manifest
 
     def find(self, fmt: str, precision: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.format == fmt and a.precision == precision), None)
 
     def by_name(self, name: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.name == name), None)
+
+
+def file_problem(export_dir: Path, artifact: Artifact) -> str | None:
+    """Why an exported file is not the one its manifest entry judged (missing, or other bytes); None when it is."""
+    if artifact.status != EXPORTED or not artifact.sha256:
+        return None
+    path = export_dir / artifact.path
+    if not path.exists():
+        return f"{path} is missing though {MANIFEST_FILE} lists it"
+    found = sha256_file(path)
+    if found != artifact.sha256:
+        return (f"{path} does not match its {MANIFEST_FILE} entry (sha256 {found[:12]}, judged {artifact.sha256[:12]}): "
+                "it was replaced after the export judged it")
+    return None
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,18 @@ def progress() -> Progress:
         console=err_console,
         disable=not err_console.is_terminal,
         transient=False,
+        # Rich would route sys.stdout/sys.stderr through the bar to the terminal, around the capture
+        # of library_output: other libraries' warnings would reach an interactive terminal.
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
+
+
+def step_done(text: str) -> None:
+    """One line for a finished long step (a file exported, an epoch trained) where no progress bar
+    shows it: output redirected to a log or a CI console."""
+    if not err_console.is_terminal:
+        console.print(text, markup=False, highlight=False)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:

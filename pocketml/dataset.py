@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +146,7 @@ class ImageSet:
     split: str  # train | val | test | all (a folder without splits) | rest (its images not used to calibrate) | other
     records: tuple[ImageRecord, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    unreadable: tuple[str, ...] = field(default_factory=tuple)  # files skipped: they do not decode
 
     def __len__(self) -> int:
         return len(self.records)
@@ -160,13 +161,15 @@ class ImageSet:
 
     def to_dict(self) -> dict:
         return {"role": self.role, "source": self.source, "split": self.split, "count": len(self),
-                "images": [str(r.path) for r in self.records], "labels": self.labels, "notes": list(self.notes)}
+                "images": [str(r.path) for r in self.records], "labels": self.labels, "notes": list(self.notes),
+                "unreadable": list(self.unreadable)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageSet:
         labels = data.get("labels") or [None] * len(data["images"])
         records = tuple(ImageRecord(Path(p), label, data.get("split")) for p, label in zip(data["images"], labels, strict=True))
-        return cls(data["role"], data["source"], data["split"], records, tuple(data.get("notes") or ()))
+        return cls(data["role"], data["source"], data["split"], records, tuple(data.get("notes") or ()),
+                   tuple(data.get("unreadable") or ()))
 
 
 def choose_images(
@@ -324,3 +327,22 @@ def load_images(paths: Sequence[str | Path], size: tuple[int, int]) -> np.ndarra
     if not paths:
         return np.zeros((0, *size, 3), dtype=np.uint8)
     return np.stack([load_image(p, size) for p in paths])
+
+
+def readable_images(image_set: ImageSet, size: tuple[int, int]) -> tuple[ImageSet, np.ndarray]:
+    """The set without the files that do not decode (each named in a note, as acquisition skips them)
+    and the uint8 [N, H, W, 3] batch of the rest; an error only when none is readable."""
+    kept, pixels, skipped, notes = [], [], [], list(image_set.notes)
+    for record in image_set.records:
+        try:
+            pixels.append(load_image(record.path, size))
+        except PocketMLError as exc:
+            skipped.append(str(record.path))
+            notes.append(f"skipped unreadable {image_set.role} image: {exc}")
+            continue
+        kept.append(record)
+    if image_set.records and not kept:
+        raise PocketMLError(f"none of the {len(skipped)} {image_set.role} images in {image_set.source} can be read "
+                            f"(first: {skipped[0]}); give a folder of JPEG/PNG images")
+    batch = np.stack(pixels) if pixels else np.zeros((0, *size, 3), dtype=np.uint8)
+    return replace(image_set, records=tuple(kept), notes=tuple(notes), unreadable=tuple(skipped)), batch

@@ -67,8 +67,9 @@ def _call_keras(builder: Callable[[], object], name: str):
         # keras.utils.get_file raises a bare Exception("URL fetch failure ...") when offline.
         if "URL fetch failure" in str(exc):
             raise PocketMLError(
-                f"cannot download ImageNet weights for {name} (offline?): use --weights PATH to a local "
-                f".h5/.weights.h5 file, --weights none, or --backbone efficientnet_lite0 (weights packaged)"
+                f"cannot download ImageNet weights for {name} (offline?): set weights to a local .h5/.weights.h5 "
+                f"file (`--weights PATH`, or `weights = \"PATH\"` under [train] in a pipeline TOML), to none, "
+                f"or use backbone efficientnet_lite0 (its weights are packaged)"
             ) from exc
         raise
 

@@ -80,7 +80,7 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]) -
     }
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -105,7 +105,7 @@ def confusion_png(confusion: np.ndarray, labels: tuple[str, ...]) -> bytes:
     threshold = confusion.max() / 2 if confusion.size else 0
     for (i, j), count in np.ndenumerate(confusion):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def misclassified_png(misses: list[dict], size: int) -> bytes:
@@ -119,7 +119,7 @@ def misclassified_png(misses: list[dict], size: int) -> bytes:
         fig, ax = plt.subplots(figsize=(3, 1))
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         ax.axis("off")
-        return _png(fig)
+        return png_bytes(fig)
     cols = min(5, len(misses))
     rows = -(-len(misses) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
@@ -128,4 +128,4 @@ def misclassified_png(misses: list[dict], size: int) -> bytes:
     for ax, miss in zip(axes.ravel(), misses, strict=False):
         ax.imshow(load_image(miss["path"], (size, size)))
         ax.set_title(f"{miss['true']} -> {miss['predicted']}\n({miss['confidence']:.2f})", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)

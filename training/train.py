@@ -17,10 +17,13 @@ device, so a model trained on JAX exports under TensorFlow like any other.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pocketml.training import model as model_lib
@@ -36,11 +39,18 @@ from pocketml.training.data import DatasetSplits, class_weights, load_splits, sp
 from pocketml.training.devices import DevicePlan, process_backend, resolve_backend
 
 from pocketml.configs.train import TrainConfig
-from pocketml.console import console, print_table, progress
-from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text, sha256_file
+from pocketml.console import console, print_table, progress, step_done
+from pocketml.fsutil import (
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+)
 from pocketml.spec import MODEL_FILE, ModelSpec
 
 HISTORY_FILE = "history.csv"
+HISTORY_PNG = "history.png"  # the training curves of history.csv
 CONFIG_FILE = "train_config.json"
 TRAINING_FILE = "training.json"  # backend, devices, precision, batch and per-phase speed of the run
 HISTORY_COLUMNS = ("phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -119,7 +129,7 @@ def _train(dataset_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
     eval_images = images[1] if splits.test is None else None
     report = evaluate_model(classifier, splits, out_dir, config.batch_size, eval_images)
     _print_summary(config, weights, plan, splits, best, report, time.perf_counter() - started)
-    console.print(f"model directory: {out_dir} (model.keras, spec.json, labels.txt, history.csv, training.json, eval.json, PNGs)")
+    console.print(f"model directory: {out_dir} (model.keras, spec.json, labels.txt, history.csv + history.png, training.json, eval.json, PNGs)")
     return out_dir
 
 
@@ -199,10 +209,11 @@ def fit_head_on_cached_features(classifier, splits: DatasetSplits, config: Train
     # Per-sample weights rather than class_weight: Keras turns arrays + class_weight into a
     # tf.data pipeline and then ignores shuffle=True.
     weights = np.array([class_weights(splits)[int(y)] for y in y_train], dtype=np.float32)
-    history = head.fit(
-        x_train, y_train, sample_weight=weights, batch_size=config.batch_size, epochs=config.epochs_frozen,
-        shuffle=True, validation_data=(x_val, y_val), callbacks=[stop], verbose=0,
-    )
+    with epoch_progress("frozen", config.epochs_frozen) as report:
+        history = head.fit(
+            x_train, y_train, sample_weight=weights, batch_size=config.batch_size, epochs=config.epochs_frozen,
+            shuffle=True, validation_data=(x_val, y_val), callbacks=[stop, report], verbose=0,
+        )
     model_lib.copy_head(head, classifier)
     result = _phase_result("frozen", history.history)
     passes = train_passes + val_passes
@@ -285,8 +296,9 @@ def fine_tune(classifier, backbone: Backbone, splits: DatasetSplits, config: Tra
                                steps=config.steps_per_epoch, workers=plan.loader_workers)
         stop = keras.callbacks.EarlyStopping("val_loss", patience=config.patience)
         # shuffle=False: the batches reshuffle themselves every epoch.
-        history = trainer.fit(batches, epochs=config.epochs_finetune, shuffle=False,
-                              callbacks=[Epochs(), Validate(), KeepBest(), stop], verbose=0)
+        with epoch_progress("finetune", config.epochs_finetune) as report:
+            history = trainer.fit(batches, epochs=config.epochs_finetune, shuffle=False,
+                                  callbacks=[Epochs(), Validate(), KeepBest(), report, stop], verbose=0)
         classifier.set_weights(best["weights"] if best["weights"] is not None else before)
     base.trainable = False
     result = _phase_result("finetune", history.history)
@@ -311,6 +323,24 @@ def _finetune_timing(epochs: list[dict], batches, started: float, wall: float) -
         # The steady epochs' training time (validation of the last one excluded), for utilisation.
         "steady_started_at": steady[0]["started_at"], "steady_ended_at": steady[-1]["ended_at"],
     }
+
+
+@contextlib.contextmanager
+def epoch_progress(phase: str, epochs: int) -> Iterator[Any]:
+    """A Keras callback showing finished epochs: a bar on a terminal, one line per epoch elsewhere
+    (a log or CI shows a long fine-tune moving)."""
+    import keras
+
+    with progress() as bar:
+        task = bar.add_task(f"train {phase}", total=epochs)
+
+        class Report(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                figures = ", ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k in HISTORY_COLUMNS)
+                bar.advance(task)
+                step_done(f"train {phase} epoch {epoch + 1}/{epochs}: {figures}")
+
+        yield Report()
 
 
 def _phase_result(phase: str, history: dict) -> PhaseResult:
@@ -344,8 +374,33 @@ def save_model_dir(classifier, out_dir: Path, splits: DatasetSplits, backbone: B
     )
     spec.save(out_dir)
     atomic_write_text(out_dir / HISTORY_FILE, history_csv(rows))
+    if rows:
+        atomic_write_bytes(out_dir / HISTORY_PNG, history_png(rows))
     atomic_write_json(out_dir / CONFIG_FILE, dataclasses.asdict(config))
     return spec
+
+
+def history_png(rows: list[dict]) -> bytes:
+    """Loss and accuracy per epoch, train and val, the fine-tune phase continuing the frozen one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pocketml.training.evaluate import png_bytes
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    steps = range(1, len(rows) + 1)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(steps, [r[metric] for r in rows], label=f"train {metric}")
+        ax.plot(steps, [r[f"val_{metric}"] for r in rows], label=f"val {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        switch = next((i for i, r in enumerate(rows) if r["phase"] == "finetune"), 0)
+        if switch:  # where the backbone's top blocks were unfrozen
+            ax.axvline(switch + 0.5, color="grey", linestyle=":", label="fine-tune starts")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png_bytes(fig)
 
 
 def _print_summary(config: TrainConfig, weights: Weights, plan: DevicePlan, splits: DatasetSplits,

@@ -6,9 +6,12 @@ curation respects and audits for leakage.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from pocketml.acquisition.sources.base import Source, SourceItem
 
@@ -43,6 +46,16 @@ class FolderSource:
             for path in sorted(class_dir.rglob("*")):
                 if is_image_file(path):
                     yield SourceItem(path.resolve().as_uri(), class_dir.name, NAME, split=split)
+
+    def listing_digest(self) -> str:
+        """sha256 of what the folder holds now (each image's path, size and mtime): acquisition names
+        its shards by it and the pipeline compares it, so added, removed or replaced photos are seen."""
+        digest = hashlib.sha256()
+        for item in self.items():
+            path = Path(url2pathname(urlparse(item.url).path))
+            stat = path.stat()
+            digest.update(f"{item.url}\0{item.label}\0{item.split}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def _class_dirs(self) -> list[tuple[str | None, Path]]:
         """(split or None, class folder); a train/val/test level is kept as the items' split."""

@@ -261,6 +261,7 @@ def candidates(model: Any, spec: Any, opset: int, calibration: np.ndarray, finis
     def int16(path: Path) -> Built:
         proto = static_int8_model(corrected_fp32(), calibration, reduce_range=False, activation_bits=16)
         built = _write(path, proto, finish)
+        built.activation_bits = 16  # the file's QDQ pairs carry uint16 activations
         built.notes.append("16-bit activations (com.microsoft QDQ): integer, but ONNX Runtime's CPU kernels for it are slow")
         return built
 

@@ -41,6 +41,7 @@ class Built:
     integer_only: bool | None  # every op runs in integers (NPU / DSP / Edge TPU); None: weights only compressed
     float_ops: list[str] = field(default_factory=list)  # ops kept in float, by name
     notes: list[str] = field(default_factory=list)
+    activation_bits: int | None = None  # widest integer activation the file computes with (8, or 16 for 16x8)
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Outcome:
             },
             "integer_only": self.built.integer_only if self.built else None,
             "float_ops": self.built.float_ops if self.built else [],
+            "activation_bits": self.built.activation_bits if self.built else None,
             "sensitivity": sensitivity or [],
             **extra,
         }

@@ -107,7 +107,18 @@ def _write(path: Path, content: bytes, finish) -> Built:
     content = finish(content)
     atomic_write_bytes(path, content)
     kept = float_ops(content)
-    return Built(integer_only=not kept, float_ops=kept)
+    return Built(integer_only=not kept, float_ops=kept, activation_bits=activation_bits(content))
+
+
+def activation_bits(content: bytes) -> int | None:
+    """16 when the .tflite computes with int16 activations (16x8), 8 with int8 ones, None when float:
+    read from the file's tensors, so what a file runs on is said from what it is."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    types = {d["dtype"] for d in Interpreter(model_content=content).get_tensor_details()}
+    if np.int16 in types:
+        return 16
+    return 8 if types & {np.int8, np.uint8} else None
 
 
 def candidates(model: Any, spec: Any, calibration: np.ndarray, finish, facts: dict) -> Iterator[Candidate]:

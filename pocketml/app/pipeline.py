@@ -32,6 +32,7 @@ from pocketml.paths import STAGES, RunPaths
 from pocketml.spec import MODEL_FILE, SPEC_FILE
 
 if TYPE_CHECKING:
+    from pocketml.configs.acquire import AcquireConfig
     from pocketml.configs.pipeline import PipelineConfig
 
 RAN, SKIPPED = "ran", "skipped"
@@ -216,8 +217,18 @@ def record_path(stage: Stage, paths: RunPaths) -> Path:
 
 
 def fingerprint(stage: Stage, config: PipelineConfig, paths: RunPaths) -> dict:
-    return {"config_sha256": config_sha256(stage.section(config, paths)),
-            "inputs": file_hashes(stage.inputs(config, paths), paths.root)}
+    inputs = file_hashes(stage.inputs(config, paths), paths.root)
+    if stage.name == "acquire":  # a local folder's photos are acquire's inputs: added, removed or replaced
+        inputs.update(folder_listings(config.acquire))
+    return {"config_sha256": config_sha256(stage.section(config, paths)), "inputs": inputs}
+
+
+def folder_listings(acquire: AcquireConfig) -> dict[str, str]:
+    """{"folder <path>": digest of its images' names, sizes and mtimes} for each folder source."""
+    from pocketml.acquisition.sources import make_source
+
+    sources = [make_source(t, f"acquire.sources[{i}]") for i, t in enumerate(acquire.sources) if t.get("type") == "folder"]
+    return {f"folder {s.root}": s.listing_digest() for s in sources}
 
 
 def staleness(stage: Stage, config: PipelineConfig, paths: RunPaths) -> str | None:

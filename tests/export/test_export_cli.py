@@ -9,6 +9,8 @@ import shutil
 import pytest
 
 from pocketml.app import cli
+from pocketml.artifact import ExportManifest
+from pocketml.fsutil import sha256_file
 from tests.export.export_helpers import real_tflite_export, tiny_model_dir
 
 
@@ -89,6 +91,11 @@ def test_validate_strict_exits_1_on_a_mismatch_and_0_without_strict(real_model_d
     export_dir = real_tflite_export(real_model_dir, photos_dir, tmp_path_factory.getbasetemp())
     broken = shutil.copytree(export_dir, tmp_path_factory.mktemp("cli") / "broken")
     shutil.copy(broken / "tflite" / "model-int8.tflite", broken / "tflite" / "model-fp32.tflite")
+    # A converter that wrote a bad fp32 file: its manifest entry names that file (a file swapped in
+    # behind the manifest's back is refused outright, tests/export/test_export_resume.py).
+    manifest = ExportManifest.read(broken)
+    manifest.by_name("tflite-fp32").sha256 = sha256_file(broken / "tflite" / "model-fp32.tflite")
+    manifest.save(broken)
     images = str(photos_dir / "val")  # other held-out photos than the export's (test)
     assert cli.main(["validate", str(broken), "--images", images]) == 0
     assert cli.main(["validate", str(broken), "--images", images, "--strict"]) == 1

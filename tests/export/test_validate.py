@@ -14,6 +14,7 @@ from pocketml.export.validate import validate
 
 from pocketml.artifact import ExportManifest, Parity
 from pocketml.errors import PocketMLError, ValidationFailed
+from pocketml.fsutil import sha256_file
 from tests.export.export_helpers import TFLITE_PRECISIONS, real_tflite_export
 
 
@@ -113,6 +114,9 @@ def test_strict_collects_every_failure_and_records_them(export_dir, tmp_path):
     # A real mismatch: the fp32 file replaced by the dynamic-range int8 model.
     broken = shutil.copytree(export_dir, tmp_path / "broken")
     shutil.copy(broken / "tflite" / "model-int8-dynamic.tflite", broken / "tflite" / "model-fp32.tflite")
+    manifest = ExportManifest.read(broken)  # as a converter that wrote that file would have recorded it
+    manifest.by_name("tflite-fp32").sha256 = sha256_file(broken / "tflite" / "model-fp32.tflite")
+    manifest.save(broken)
     with pytest.raises(ValidationFailed) as exc:
         validate(broken, strict=True)  # default images: the evaluation photos the export recorded
     assert exc.value.exit_code == 1

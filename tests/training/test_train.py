@@ -3,7 +3,9 @@ weights, plus the errors a user can hit. Needs nothing outside the repository an
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 
 import numpy as np
@@ -27,10 +29,19 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def trained_dir(photos_dir, tmp_path_factory):
+def trained(photos_dir, tmp_path_factory):
+    """(model directory, what training printed: stdout is not a terminal here, as in a log or CI)."""
     from pocketml.training.train import train
 
-    return train(photos_dir, tmp_path_factory.mktemp("trained"), tiny_config())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        out = train(photos_dir, tmp_path_factory.mktemp("trained"), tiny_config())
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_dir(trained):
+    return trained[0]
 
 
 def test_model_dir_holds_everything_an_export_needs(trained_dir):
@@ -86,6 +97,15 @@ def test_history_and_eval_report_both_phases(trained_dir):
     assert report["accuracy"] == pytest.approx(correct / 32)
     assert len(report["misclassified"]) == 32 - correct
     assert report["accuracy"] >= 0.75, "ImageNet features tell a cat from a coffee cup"
+
+
+def test_each_epoch_is_one_line_without_a_terminal_and_the_curves_are_drawn(trained):
+    out, printed = trained
+    lines = [line for line in printed.splitlines() if line.startswith("train ")]
+    assert [line.split(":")[0] for line in lines] == ["train frozen epoch 1/2", "train frozen epoch 2/2",
+                                                      "train finetune epoch 1/1"]
+    assert all("val_loss" in line for line in lines)
+    assert (out / "history.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_class_weights_balance_manifest_counts(tmp_path, photos_dir):
@@ -152,7 +172,8 @@ def test_offline_imagenet_download_names_the_alternatives(monkeypatch):
     # A proxy on a closed local port makes the real download fail as it does offline.
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(PocketMLError, match=r"offline\?.*--weights PATH.*--weights none.*efficientnet_lite0"):
+    match = r'offline\?.*`--weights PATH`, or `weights = "PATH"` under \[train\] in a pipeline TOML.*none.*efficientnet_lite0'
+    with pytest.raises(PocketMLError, match=match):
         build_backbone(get_backbone("mobilenet_v2"), 96, 0.35, Weights("imagenet"))
 
 
