@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.benchmarks import cost, estimates, peak, recommend, report
+from pocketml.benchmarks import cost, on_device, peak, recommend, report
 from pocketml.benchmarks.common import machine_info
+from pocketml.benchmarks.report import NOT_VALIDATED, row_status
 from pocketml.export.registry import format_module, format_names
 
 from pocketml import latency
@@ -28,7 +29,6 @@ from pocketml.artifact import (
     PASSED,
     PRECISIONS,
     SKIPPED,
-    TOO_FEW,
     Artifact,
     ExportManifest,
     Parity,
@@ -41,9 +41,6 @@ from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import sha256_file, tree_bytes
 from pocketml.spec import Normalization
 
-FAILED_VALIDATION = "failed validation"  # exported, but its verdict is outside tolerance
-# A row with no file to measure (the export crashed, or the file is gone) has status FAILED.
-NOT_VALIDATED = "not validated"  # exported, no verdict (no evaluation images, or no runtime here)
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "coremltools", "numpy")
 KERAS_RUNTIME = "TensorFlow/Keras, model called eagerly through its Predictor (TensorFlow's own thread pool)"
 
@@ -56,6 +53,15 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def check_devices(config: BenchConfig) -> None:
+    """Every device [bench] names is known and prepared: a bad or unprepared one fails before the slow part."""
+    for target in on_device.targets(config.devices):
+        state = target.module.status(target.variant)
+        if not state.ready:
+            raise PocketMLError(f"device {target.label} is not ready ({state.missing[0]}); "
+                                f"run `pocketml device setup {target.label}`")
 
 
 def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) -> Path | None:
@@ -94,7 +100,8 @@ def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dic
         "latency_note": None,  # why latency is absent (e.g. no Core ML runtime off macOS)
         "throughput": {},
         "memory": None,
-        "estimates": [],
+        "estimates": [],  # milliseconds on named phones, from a device's cost (benchmarks/estimates.py)
+        "devices": {},  # device label -> that device's verdict and cost (benchmarks/on_device.py)
         "recommended": [],
         "notes": [],
         "runtime": runtime,
@@ -104,7 +111,7 @@ def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dic
 def verdict_figures(artifact: Artifact) -> dict:
     """A row's quality columns and status: the export's one verdict, copied, never recomputed."""
     parity = artifact.parity
-    status = {PASSED: PASSED, TOO_FEW: TOO_FEW, FAILED: FAILED_VALIDATION}.get(parity.status, NOT_VALIDATED)
+    status = row_status(parity.status)
     return {
         "status": status,
         "reason": parity.reason,
@@ -139,7 +146,7 @@ class Bench:
         self.image = latency_image(manifest, self.size)  # batch 1: one camera frame
         self.macs: int | None = None
         self.params: int | None = None
-        self.devices = estimates.load_devices()
+        self.keras_predictor = None  # the original, kept for the device verdicts
         self.peaks: dict[str, float] = {}
 
     def probe_peaks(self) -> None:
@@ -167,7 +174,7 @@ class Bench:
 
             # The original as export shaped it, preprocessing export added included (what the files run).
             normalization = Normalization.from_dict(self.manifest.model.get("normalization") or {})
-            predictor = load_keras_predictor(path, self.size, normalization)
+            predictor = self.keras_predictor = load_keras_predictor(path, self.size, normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
             row.update(status=FAILED, reason=reason_of(exc))
@@ -190,7 +197,6 @@ class Bench:
             return row
         row.update(verdict_figures(artifact))
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
-        row["estimates"] = estimates.device_estimates(artifact.format, artifact.precision, self.macs, self.devices)
         unavailable = module.latency_unavailable()
         if unavailable:
             row["latency_note"] = unavailable
@@ -273,6 +279,7 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
     recommendations.json to `out_dir` (the bench stage's own directory); return the results.
     """
     config = config or BenchConfig()
+    check_devices(config)
     export_dir = Path(export_dir)
     manifest = ExportManifest.load(export_dir)
     if "labels" not in manifest.model or "image_size" not in manifest.model:
@@ -291,6 +298,7 @@ def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfi
     export directory.
     """
     config = config or BenchConfig()
+    check_devices(config)
     # Loading the files and the reference imports the runtimes, whose banners belong in the log too.
     with library_output(out_dir):
         manifest, models = files_manifest([Path(p) for p in paths], labels, reference)
@@ -382,7 +390,10 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                 bar.advance(task)
         run.probe_peaks()
     add_throughput(rows, run.peaks)
-    choices = recommend.choose(rows, config.recommend_by)
+    with library_output(out_dir):  # the host runtimes' banners while comparing with a device go to the log
+        by_device, notes = on_device.measure_devices(config.devices, export_dir, manifest, rows,
+                                                     run.keras_predictor, run.size)
+    choices = recommend.choose(rows, config.recommend_by, by_device)
     for row in rows:
         row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
@@ -396,7 +407,8 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         "peak_gflops": run.peaks,
         "rows": rows,
         "recommendations": {c.platform: {"artifact": c.artifact, "reason": c.reason} for c in choices},
-        "notes": [],
+        "devices": list(dict.fromkeys(d for row in rows for d in row["devices"])),
+        "notes": notes,
         "harness_overhead_pct_max": max_overhead(rows),
         "seconds": time.time() - started,
     }

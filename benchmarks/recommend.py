@@ -20,39 +20,63 @@ def _speed_key(row: dict) -> float:
     return min(timed) if timed else float("inf")
 
 
-def pick(candidates: list[dict], by: str) -> dict:
+def _device_key(device: str):
+    """Speed on `device` (its estimated ms on a named phone, else its own cost figure); unmeasured rows last."""
+    def key(row: dict) -> float:
+        speed = (row.get("devices") or {}).get(device, {}).get("speed")
+        return float("inf") if speed is None else speed
+    return key
+
+
+def pick(candidates: list[dict], by: str, speed=_speed_key) -> dict:
     """The fastest candidate (ties within LATENCY_TIE go to the smaller file), or the smallest."""
     size = lambda row: row["bytes"] or 0  # noqa: E731
     if by == "size":
-        return min(candidates, key=lambda row: (size(row), _speed_key(row)))
-    fastest = min(_speed_key(row) for row in candidates)
-    tied = [row for row in candidates if _speed_key(row) <= fastest * (1 + LATENCY_TIE)]
-    return min(tied, key=lambda row: (size(row), _speed_key(row)))
+        return min(candidates, key=lambda row: (size(row), speed(row)))
+    fastest = min(speed(row) for row in candidates)
+    tied = [row for row in candidates if speed(row) <= fastest * (1 + LATENCY_TIE)]
+    return min(tied, key=lambda row: (size(row), speed(row)))
 
 
-def verdict_on(row: dict, platform: str) -> str:
-    """The row's verdict for `platform`: the export's (copied into the row), unless a device that
-    stands for the platform judged the file too (row["devices"][name] = {"status", "platforms"}), when
-    the worse of the two counts. Read, never re-judged: the budget is export/tolerances.py's."""
+def _device_speed_text(record: dict) -> str:
+    if record.get("estimates"):
+        first = record["estimates"][0]
+        return f"estimated {first['estimate_ms']:.2f} ms on {first['device']} ({first['error']})"
+    cost = record.get("cost") or {}
+    if "instructions" in cost:
+        return f"{cost['instructions'] / 1e6:.1f} M instructions per inference"
+    return f"{record['speed']:.3g}"
+
+
+def verdict_on(row: dict, platform: str, device: str | None = None) -> str:
+    """The row's verdict for `platform`: the export's (copied into the row), and that of every device
+    that judged the file and stands for the platform (`device`, or a record naming the platform); the
+    worst counts, and a file the platform's device did not run has no verdict there. Read, never
+    re-judged: the budget is export/tolerances.py's."""
+    records = row.get("devices") or {}
     verdicts = [row["status"]]
-    for device in (row.get("devices") or {}).values():
-        if platform in (device.get("platforms") or ()) and device.get("status"):
-            verdicts.append(device["status"])
+    for label, record in records.items():
+        if (label == device or platform in (record.get("platforms") or ())) and record.get("status"):
+            verdicts.append(record["status"])
+    if device is not None and device not in records:
+        verdicts.append(f"not run on {device}")
     return max(verdicts, key=lambda v: (PASSED, TOO_FEW).index(v) if v in (PASSED, TOO_FEW) else 2)
 
 
-def choose(rows: list[dict], by: str) -> list[Recommendation]:
+def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> list[Recommendation]:
     """One Recommendation per platform (artifact None, with the reason, when nothing qualifies).
 
     Only files whose verdict passed are eligible; when none passed, a file the images could not
     decide ("too few images") may be, and the reason says so. A failed file is never the one an app
-    is told to ship.
+    is told to ship. `devices` maps a platform to the device that stands for it (bench --device):
+    there a file must also pass on that device, and the device's cost ranks the files, not the host's.
     """
     choices = []
     for platform in platforms():
         fmt = format_for_platform(platform)
+        device = (devices or {}).get(platform)
         rows_of = [row for row in rows[1:] if row["format"] == fmt]
-        verdicts = {row["name"]: verdict_on(row, platform) for row in rows_of}
+        verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
         candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
         undecided = not candidates
         if undecided:
@@ -61,10 +85,14 @@ def choose(rows: list[dict], by: str) -> list[Recommendation]:
             why = "; ".join(f"{row['name']}: {verdicts[row['name']]}" for row in rows_of) or f"no {fmt} artifact"
             choices.append(Recommendation(platform, None, f"no file passed its verdict ({why})"))
             continue
-        row = pick(candidates, by)
-        speed = _speed_key(row)
+        speed_of = _device_key(device) if device else _speed_key
+        row = pick(candidates, by, speed_of)
+        speed = speed_of(row)
         if by == "size":
             rule = "smallest"
+        elif device and speed != float("inf"):
+            rule = (f"fastest on {device}, {_device_speed_text(row['devices'][device])} (within {LATENCY_TIE:.0%} "
+                    "counts as a tie; the smaller wins; host timings are in the table, labelled host)")
         elif speed == float("inf"):
             rule = "smallest (latency not measurable here)"
         else:
