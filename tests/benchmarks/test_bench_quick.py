@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pocketml.benchmarks.bench import FAILED_VALIDATION, PASSED, bench
+from pocketml.benchmarks.bench import PASSED, bench
+from pocketml.benchmarks.report import FAILED_VALIDATION
 
 from pocketml.artifact import ExportManifest, load_recommendations
 from pocketml.configs.bench import BenchConfig

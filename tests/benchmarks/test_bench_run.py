@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from pocketml.benchmarks.bench import FAILED_VALIDATION, PASSED, bench
+from pocketml.benchmarks.bench import PASSED, bench
+from pocketml.benchmarks.report import FAILED_VALIDATION
 from pocketml.export.coreml import latency_unavailable
 
 from pocketml.artifact import FAILED, load_recommendations
