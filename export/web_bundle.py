@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import shutil
 import subprocess
 import tarfile
@@ -259,5 +258,11 @@ def write_web_bundle(folder: Path, export_dir: Path, manifest: ExportManifest,
     return [Path(artifact.path).name]
 
 
-def page_config(folder: Path) -> dict:
-    return json.loads((folder / "bundle.json").read_text())
+def web_bundles(out: Path, export_dir: Path, manifest: ExportManifest,
+                recommendations: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    """{"web": files} with BUNDLES_DIR/web/ written when bench judged files in a browser and recommended
+    one (`pocketml bench --device web`); {} otherwise: a web bundle ships only a file proven there."""
+    recommendation = recommendations.get(PLATFORM)
+    if recommendation is None:
+        return {}
+    return {PLATFORM: write_web_bundle(out / PLATFORM, export_dir, manifest, recommendation)}
