@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pocketml.benchmarks import cost, estimates, latency, peak, recommend, report
+from pocketml.benchmarks import cost, latency, on_device, peak, recommend, report
 from pocketml.benchmarks.common import machine_info
 from pocketml.export.registry import format_module, format_names
 
@@ -63,6 +63,11 @@ def check_config(config: BenchConfig) -> None:
         raise PocketMLError("min_time_s >= 0, min_runs >= 1, max_runs >= min_runs and block_runs >= 1 are required")
     if config.budget_points < 0:
         raise PocketMLError(f"budget_points {config.budget_points} is not accepted; give 0 or more percentage points")
+    for target in on_device.targets(config.devices):  # a bad or unprepared device fails before the slow part
+        state = target.module.status(target.variant)
+        if not state.ready:
+            raise PocketMLError(f"device {target.label} is not ready ({state.missing[0]}); "
+                                f"run `pocketml device setup {target.label}`")
 
 
 def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) -> Path | None:
@@ -99,7 +104,8 @@ def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dic
         "latency_note": None,  # why latency is absent (e.g. no Core ML runtime off macOS)
         "throughput": {},
         "memory": None,
-        "estimates": [],
+        "estimates": [],  # milliseconds on named phones, from a device's cost (benchmarks/estimates.py)
+        "devices": {},  # device label -> that device's verdict and cost (benchmarks/on_device.py)
         "recommended": [],
         "notes": [],
         "runtime": runtime,
@@ -147,7 +153,7 @@ class Bench:
         self.image = latency_image(manifest, self.size)  # batch 1: one camera frame
         self.macs: int | None = None
         self.params: int | None = None
-        self.devices = estimates.load_devices()
+        self.keras_predictor = None  # the original, kept for the device verdicts
         self.peaks: dict[str, float] = {}
 
     def probe_peaks(self) -> None:
@@ -175,7 +181,7 @@ class Bench:
 
             # The original as export shaped it, preprocessing export added included (what the files run).
             normalization = Normalization.from_dict(self.manifest.model.get("normalization") or {})
-            predictor = load_keras_predictor(path, self.size, normalization)
+            predictor = self.keras_predictor = load_keras_predictor(path, self.size, normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
             row.update(status=ROW_FAILED, reason=short_reason(exc))
@@ -198,7 +204,6 @@ class Bench:
             return row
         row.update(verdict_figures(artifact))
         row.update(cost.file_sizes(path), macs=self.macs, params=self.params)
-        row["estimates"] = estimates.device_estimates(artifact.format, artifact.precision, self.macs, self.devices)
         unavailable = module.latency_unavailable()
         if unavailable:
             row["latency_note"] = unavailable
@@ -391,7 +396,9 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                 bar.advance(task)
         run.probe_peaks()
     add_throughput(rows, run.peaks)
-    choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement)
+    by_device, notes = on_device.measure_devices(config.devices, export_dir, manifest, rows, run.keras_predictor,
+                                                 run.size)
+    choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement, by_device)
     for row in rows:
         row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
@@ -405,7 +412,8 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         "peak_gflops": run.peaks,
         "rows": rows,
         "recommendations": {c.platform: {"artifact": c.artifact, "reason": c.reason} for c in choices},
-        "notes": [],
+        "devices": list(dict.fromkeys(d for row in rows for d in row["devices"])),
+        "notes": notes,
         "harness_overhead_pct_max": max_overhead(rows),
         "seconds": time.time() - started,
     }

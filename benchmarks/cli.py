@@ -38,7 +38,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="files only: images whose test/val split measures accuracy and parity")
     p.add_argument("--labels", default=None, help="files only: labels, one per line, for files that carry none")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess per artifact")
+    p.add_argument("--device", dest="devices", action="append", default=None, metavar="KIND[:VARIANT]",
+                   help="also run every file on a device, e.g. arm64 (emulated cortex-a76), arm64:neoverse-n1; "
+                        "repeatable (`pocketml device setup KIND` prepares one)")
     p.set_defaults(func=run_bench)
+    register_device(subparsers)
+
+
+def register_device(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "device", help="prepare or inspect a device bench can run files on (arm64: an emulated phone core)",
+        description="`setup KIND[:VARIANT]` prepares everything a device needs in ~/.cache/pocketml/KIND (or "
+        "$POCKETML_CACHE/KIND); it is idempotent and resumes after an interruption. `status` says what is ready.")
+    p.add_argument("action", choices=("setup", "status"))
+    p.add_argument("device", nargs="?", default=None, metavar="KIND[:VARIANT]",
+                   help="e.g. arm64, arm64:neoverse-n1 (status without one: every known device)")
+    p.set_defaults(func=run_device)
+
+
+def run_device(args: argparse.Namespace) -> int:
+    from pocketml.benchmarks.devices import DEVICE_MODULES, device_label, device_module, parse_device
+
+    if args.action == "setup":
+        if args.device is None:
+            raise PocketMLError(f"name the device to set up; known: {', '.join(DEVICE_MODULES)}")
+        kind, variant = parse_device(args.device)
+        device_module(kind).setup(variant)
+        return 0
+    specs = [args.device] if args.device else list(DEVICE_MODULES)
+    ready = True
+    for spec in specs:
+        try:
+            kind, variant = parse_device(spec)
+        except PocketMLError as exc:
+            print(f"{spec}: unavailable: {exc}")
+            ready = False
+            continue
+        state = device_module(kind).status(variant)
+        ready &= state.ready
+        print(f"{device_label(kind, variant)}: {'ready' if state.ready else 'not ready'}")
+        for line in state.missing:
+            print(f"  missing: {line}")
+        for key, value in state.detail.items():
+            print(f"  {key}: {value}")
+    return 0 if ready else 1
 
 
 def config_from_args(args: argparse.Namespace):
@@ -54,6 +97,8 @@ def config_from_args(args: argparse.Namespace):
     if args.reference is not None:
         config.keras_model = args.reference
     config.measure_memory = not args.no_memory
+    if args.devices:
+        config.devices = args.devices
     return config
 
 

@@ -1,43 +1,104 @@
-"""Per-device latency estimates: published figures for a reference model, scaled by MACs.
+"""Milliseconds on named phones, estimated from a file's instructions per inference on an emulated ARM
+core (benchmarks/devices/arm64.py), with the estimate's error stated beside it.
 
-Every estimate carries the word "estimate", the reference it was scaled from and its source, so
-a reader never mistakes it for a measurement on that phone.
+benchmarks/phones.json keeps, per phone class, published latencies of the same runtime on that phone
+(model, precision, runtime, threads, ms, source) and the instructions pocketml counted for the same
+architecture on cortex-a76 at 1 thread (benchmarks/arm_calibration_bench.py counts them). The fit is
+one factor per class, ms = factor x instructions, the geometric mean of ms/instructions over the
+points (published figures are at 4 threads: the factor maps a 1-thread count to the published
+thread count, so an estimate is "at that many threads on that phone"). Its error is measured
+leave-one-out: each point predicted by the fit on the others. Every estimate carries the word
+"estimate", the class, the fit's median and worst leave-one-out error and the sources.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from functools import cache
 from pathlib import Path
 
 from pocketml.errors import PocketMLError
 
-DEVICES_FILE = Path(__file__).with_name("devices.json")
+PHONES_FILE = Path(__file__).with_name("phones.json")
+POINT_FIELDS = ("model", "family", "precision", "runtime", "threads", "ms", "source", "instructions")
 
 
-def load_devices(path: Path = DEVICES_FILE) -> dict:
+def load_phones(path: Path = PHONES_FILE) -> list[dict]:
+    """The phone classes with their calibration points; a point without a count is kept out of the fit."""
     try:
-        data = json.loads(Path(path).read_text())
-        _ = data["reference_model"]["macs"], [(d["device"], d["ms"], d["source"]) for d in data["devices"]]
-        return data
+        classes = json.loads(Path(path).read_text())["classes"]
+        for phone in classes:
+            _ = phone["name"], phone["runtime"], phone["threads"]
+            for point in phone["points"]:
+                _ = [point[f] for f in POINT_FIELDS]
+        return classes
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise PocketMLError(f"{path} is not a device reference file ({exc!r}); see benchmarks/devices.json") from exc
+        raise PocketMLError(f"{path} is not a phone calibration file ({exc!r}); see benchmarks/phones.json") from exc
 
 
-def device_estimates(fmt: str, precision: str, macs: int | None, devices: dict) -> list[dict]:
-    """Estimated ms on each reference device that runs `fmt` at `precision` (empty without MACs)."""
-    if not macs:
+def counted(points: list[dict]) -> list[dict]:
+    return [p for p in points if p.get("instructions")]
+
+
+def fit_factor(points: list[dict]) -> float:
+    """ms per instruction: the geometric mean of ms / instructions (errors are relative, so fit in logs)."""
+    if not points:
+        raise PocketMLError("no counted calibration points to fit")
+    return math.exp(sum(math.log(p["ms"] / p["instructions"]) for p in points) / len(points))
+
+
+def leave_one_out(points: list[dict]) -> list[float]:
+    """|estimate - published| / published of each point, estimated by the fit on all the others."""
+    errors = []
+    for i, point in enumerate(points):
+        factor = fit_factor(points[:i] + points[i + 1:])
+        errors.append(abs(factor * point["instructions"] - point["ms"]) / point["ms"])
+    return errors
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+@cache
+def calibration(path: Path = PHONES_FILE) -> list[dict]:
+    """Per phone class: its factor, leave-one-out errors and what it rests on (computed once per run)."""
+    fits = []
+    for phone in load_phones(path):
+        points = counted(phone["points"])
+        if len(points) < 3:  # two points leave one to fit a held-out point on: no error worth stating
+            continue
+        errors = leave_one_out(points)
+        fits.append({
+            "phone": phone["name"], "runtime": phone["runtime"], "threads": phone["threads"],
+            "factor": fit_factor(points), "points": len(points),
+            "families": sorted({p["family"] for p in points}),
+            "loo_median": median(errors), "loo_max": max(errors),
+            "sources": sorted({p["source"] for p in points}),
+        })
+    return fits
+
+
+def estimate_ms(instructions: int | None, path: Path = PHONES_FILE) -> list[dict]:
+    """Estimated ms per phone class for a file costing `instructions` per inference (empty without a count)."""
+    if not instructions:
         return []
-    reference = devices["reference_model"]
-    scale = macs / reference["macs"]
     return [
         {
-            "device": d["device"],
-            "runtime": d["runtime"],
-            "estimate_ms": d["ms"] * scale,
+            "device": fit["phone"],
+            "runtime": fit["runtime"],
+            "threads": fit["threads"],
+            "estimate_ms": fit["factor"] * instructions,
             "label": "estimate",
-            "basis": f"{d['ms']} ms for {reference['name']} ({reference['macs'] / 1e6:.0f} M MACs) x {scale:.3g}",
-            "source": d["source"],
+            "error": f"leave-one-out error median {fit['loo_median']:.0%}, worst {fit['loo_max']:.0%} "
+                     f"over {fit['points']} published points ({', '.join(fit['families'])})",
+            "loo_median": fit["loo_median"],
+            "loo_max": fit["loo_max"],
+            "basis": f"{instructions / 1e6:.1f} M instructions on cortex-a76 (1 thread) x {fit['factor'] * 1e6:.3g} ms per M",
+            "source": "; ".join(fit["sources"]),
         }
-        for d in devices["devices"]
-        if d["format"] == fmt and precision in d["precisions"]
+        for fit in calibration(path)
     ]

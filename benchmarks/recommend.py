@@ -19,14 +19,42 @@ def _speed_key(row: dict) -> float:
     return min(timed) if timed else float("inf")
 
 
-def pick(candidates: list[dict], by: str) -> dict:
+def _device_key(device: str):
+    """Speed on `device` (its estimated ms on a named phone, else its own cost figure); unmeasured rows last."""
+    def key(row: dict) -> float:
+        speed = (row.get("devices") or {}).get(device, {}).get("speed")
+        return float("inf") if speed is None else speed
+    return key
+
+
+def pick(candidates: list[dict], by: str, speed=_speed_key) -> dict:
     """The fastest candidate (ties within LATENCY_TIE go to the smaller file), or the smallest."""
     size = lambda row: row["bytes"] or 0  # noqa: E731
     if by == "size":
-        return min(candidates, key=lambda row: (size(row), _speed_key(row)))
-    fastest = min(_speed_key(row) for row in candidates)
-    tied = [row for row in candidates if _speed_key(row) <= fastest * (1 + LATENCY_TIE)]
-    return min(tied, key=lambda row: (size(row), _speed_key(row)))
+        return min(candidates, key=lambda row: (size(row), speed(row)))
+    fastest = min(speed(row) for row in candidates)
+    tied = [row for row in candidates if speed(row) <= fastest * (1 + LATENCY_TIE)]
+    return min(tied, key=lambda row: (size(row), speed(row)))
+
+
+def _device_rejection(row: dict, device: str | None) -> str | None:
+    """A file that did not pass on the device standing for the platform is never recommended for it."""
+    if device is None:
+        return None
+    record = (row.get("devices") or {}).get(device)
+    if record is None:
+        return f"{row['name']}: not run on {device}"
+    return None if record["status"] == PASSED else f"{row['name']}: {record['status']} on {device}"
+
+
+def _device_speed_text(record: dict) -> str:
+    if record.get("estimates"):
+        first = record["estimates"][0]
+        return f"estimated {first['estimate_ms']:.2f} ms on {first['device']} ({first['error']})"
+    cost = record.get("cost") or {}
+    if "instructions" in cost:
+        return f"{cost['instructions'] / 1e6:.1f} M instructions per inference"
+    return f"{record['speed']:.3g}"
 
 
 def _rejection(row: dict, budget_points: float, min_agreement: float) -> str | None:
@@ -43,20 +71,23 @@ def _rejection(row: dict, budget_points: float, min_agreement: float) -> str | N
     return None
 
 
-def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float = 0.99) -> list[Recommendation]:
+def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float = 0.99,
+           devices: dict[str, str] | None = None) -> list[Recommendation]:
     """One Recommendation per platform (artifact None, with the reason, when nothing qualifies).
 
     Only rows whose verdict passed are eligible: a file that failed validation is never the one an
-    app is told to ship.
+    app is told to ship. `devices` maps a platform to the device that stands for it (bench --device):
+    there a file must also pass on that device, and the device's cost ranks the files, not the host's.
     """
     choices = []
     for platform in platforms():
         fmt = format_for_platform(platform)
+        device = (devices or {}).get(platform)
         candidates, rejected = [], []
         for row in rows[1:]:
             if row["format"] != fmt:
                 continue
-            why = _rejection(row, budget_points, min_agreement)
+            why = _rejection(row, budget_points, min_agreement) or _device_rejection(row, device)
             if why:
                 rejected.append(why)
             else:
@@ -65,10 +96,14 @@ def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float
             why = "; ".join(rejected) or f"no {fmt} artifact passed"
             choices.append(Recommendation(platform, None, f"nothing within {budget_points:g} points ({why})"))
             continue
-        row = pick(candidates, by)
-        speed = _speed_key(row)
+        speed_of = _device_key(device) if device else _speed_key
+        row = pick(candidates, by, speed_of)
+        speed = speed_of(row)
         if by == "size":
             rule = "smallest"
+        elif device and speed != float("inf"):
+            rule = (f"fastest on {device}, {_device_speed_text(row['devices'][device])} (within {LATENCY_TIE:.0%} "
+                    "counts as a tie; the smaller wins; host timings are in the table, labelled host)")
         elif speed == float("inf"):
             rule = "smallest (latency not measurable here)"
         else:

@@ -27,6 +27,40 @@ def latency_keys(rows: list[dict]) -> list[str]:
     return sorted(keys, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
 
 
+DEVICE_FIELDS = ("status", "reason", "basis", "images", "accuracy", "top1_agreement", "max_abs_diff")
+
+
+def device_labels(results: dict) -> list[str]:
+    """The devices that ran beside the host (bench --device), in the order given."""
+    return list(results.get("devices") or [])
+
+
+def device_flat(label: str, record: dict) -> dict:
+    """One device record as flat CSV columns "LABEL:field" (cost figures and phone estimates included)."""
+    flat = {f"{label}:{f}": record.get(f) for f in DEVICE_FIELDS}
+    vs_host = record.get("vs_host") or {}
+    flat[f"{label}:vs_host_max_abs_diff"] = vs_host.get("max_abs_diff")
+    flat[f"{label}:bit_identical_to_host"] = vs_host.get("bit_identical")
+    flat.update({f"{label}:{k}": v for k, v in (record.get("cost") or {}).items()})
+    flat.update({f"{label}:estimate_ms[{e['device']}]": e["estimate_ms"] for e in record.get("estimates") or []})
+    return flat
+
+
+def device_cost_text(record: dict | None) -> str | None:
+    """A device's cost per inference for the table: M instructions (emulated cores) or ms (real devices)."""
+    cost = (record or {}).get("cost") or {}
+    if "instructions" in cost:
+        return f"{cost['instructions'] / 1e6:.2f} M ({cost['dot'] / 1e6:.2f} M dot)"
+    return f"{cost['p50_ms']:.2f} ms" if cost.get("p50_ms") is not None else None
+
+
+def device_verdict_text(record: dict | None) -> str | None:
+    if record is None:
+        return None
+    stands = (record.get("basis") or "").startswith("host verdict stands")
+    return f"{record['status']} (host's)" if stands else record["status"]
+
+
 def primary_latency(row: dict) -> float | None:
     """The row's headline latency: the best p50 over the thread settings measured."""
     values = [f["p50_ms"] for f in row["latency"].values() if f.get("p50_ms") is not None]
@@ -41,9 +75,13 @@ def csv_rows(results: dict) -> tuple[list[str], list[dict]]:
     columns += [f"{f}@{k}" for k in keys for f in LATENCY_FIELDS]
     columns += [f"gmacs@{k}" for k in keys] + [f"peak_share@{k}" for k in keys]
     columns += ["latency_note", "peak_rss_mb", "peak_delta_mb", "recommended", "notes"]
+    device_rows = [device_flat(label, row["devices"][label]) for row in rows for label in row.get("devices", {})]
+    columns += list(dict.fromkeys(k for flat in device_rows for k in flat))
     out = []
     for row in rows:
         flat = {c: row[c] for c in FIXED_COLUMNS}
+        for label, record in row.get("devices", {}).items():
+            flat.update(device_flat(label, record))
         for k, figures in row["latency"].items():
             flat.update({f"{f}@{k}": figures.get(f) for f in LATENCY_FIELDS})
         for k, figures in row["throughput"].items():
@@ -96,7 +134,13 @@ def summary_rows(results: dict, reasons: bool = False) -> tuple[list[str], list[
     rows = results["rows"]
     keys = latency_keys(rows)
     columns = ["artifact", "status", "MB", "zip MB", "acc %", "Δ pts", "agree %", "max|Δp|"]
-    columns += [f"p50 ms @{k}" for k in keys] + ["GMAC/s", "% peak", "peak MB", "recommended"]
+    columns += [f"p50 ms @{k}" for k in keys] + ["GMAC/s", "% peak", "peak MB"]
+    devices = device_labels(results)
+    for label in devices:
+        columns += [f"{label} verdict", f"{label} cost/inference", f"{label} est. ms"]
+    columns += ["recommended"]
+    if devices:  # timings measured here are the host's, beside a device's
+        columns = [f"host {c}" if c.startswith("p50 ms") else c for c in columns]
     table = []
     for row in rows:
         throughput = best_throughput(row)
@@ -105,10 +149,16 @@ def summary_rows(results: dict, reasons: bool = False) -> tuple[list[str], list[
             [row["name"], status, _mb(row["bytes"]), _mb(row["zip_bytes"]), _pct(row["accuracy"]),
              row["accuracy_drop_points"], _pct(row["top1_agreement"]), row["max_abs_diff"]]
             + [row["latency"].get(k, {}).get("p50_ms", "n/a" if row.get("latency_note") else None) for k in keys]
-            + [throughput["gmacs"], _pct(throughput["peak_share"]), (row["memory"] or {}).get("peak_delta_mb"),
-               ",".join(row["recommended"])]
+            + [throughput["gmacs"], _pct(throughput["peak_share"]), (row["memory"] or {}).get("peak_delta_mb")]
+            + [cell for label in devices for cell in device_cells(row.get("devices", {}).get(label))]
+            + [",".join(row["recommended"])]
         )  # fmt: skip
     return columns, table
+
+
+def device_cells(record: dict | None) -> list[object]:
+    estimates = (record or {}).get("estimates") or []
+    return [device_verdict_text(record), device_cost_text(record), estimates[0]["estimate_ms"] if estimates else None]
 
 
 # The console keeps the columns a reader decides on; report.html and results.csv hold every figure.
@@ -118,7 +168,8 @@ CONSOLE_COLUMNS = ("artifact", "status", "MB", "acc %", "agree %", "max|Δp|", "
 def console_rows(results: dict) -> tuple[list[str], list[list[object]]]:
     """summary_rows narrowed to CONSOLE_COLUMNS (every p50 column kept), so the table fits a terminal."""
     columns, table = summary_rows(results)
-    keep = [i for i, c in enumerate(columns) if c in CONSOLE_COLUMNS or c.startswith("p50 ms")]
+    keep = [i for i, c in enumerate(columns)
+            if c in CONSOLE_COLUMNS or c.startswith(("p50 ms", "host p50 ms")) or c.startswith(tuple(device_labels(results)))]
     return [columns[i] for i in keep], [[row[i] for i in keep] for row in table]
 
 
@@ -131,6 +182,13 @@ def print_summary(results: dict) -> None:
             console.print(f"{row['name']}: {row['status']}: {row['reason']}")
         if row.get("latency_note"):
             console.print(f"{row['name']}: latency {row['latency_note']}")
+    for row in results["rows"]:
+        for label, record in row.get("devices", {}).items():
+            line = record.get("reason") if record["status"] != "passed" else record.get("basis")
+            console.print(f"{row['name']} on {label}: {record['status']}" + (f": {line}" if line else ""))
+            for estimate in record.get("estimates") or []:
+                console.print(f"  estimate {estimate['estimate_ms']:.2f} ms on {estimate['device']}, "
+                              f"{estimate['runtime']} {estimate['threads']} threads ({estimate['error']})")
     for platform, choice in results["recommendations"].items():
         console.print(f"{platform}: {choice['artifact'] or 'no recommendation'} — {choice['reason']}")
     overhead, budget = results.get("harness_overhead_pct_max"), results["config"].get("max_overhead_pct", 5.0)
@@ -218,13 +276,27 @@ def _table_html(columns: list[str], rows: list[list[object]]) -> str:
 
 def _estimates_html(rows: list[dict]) -> str:
     lines = [
-        [r["name"], e["device"], e["runtime"], e["estimate_ms"], e["label"], e["basis"], e["source"]]
+        [r["name"], e["device"], f"{e['runtime']}, {e['threads']} threads", e["estimate_ms"], e["error"], e["basis"],
+         e["source"]]
         for r in rows
         for e in r["estimates"]
     ]
     if not lines:
-        return "<p>No device estimates (no MACs counted, or no reference device runs these formats).</p>"
-    columns = ["artifact", "device", "runtime", "estimated ms", "kind", "basis", "source"]
+        return "<p>No phone estimates: they come from instruction counts on an emulated core (--device arm64).</p>"
+    columns = ["artifact", "phone class", "runtime", "estimated ms", "error (leave-one-out)", "basis", "source"]
+    return _table_html(columns, lines)
+
+
+def _devices_html(rows: list[dict]) -> str:
+    lines = [
+        [r["name"], label, d["status"], d.get("reason") or d.get("basis"), (d.get("vs_host") or {}).get("max_abs_diff"),
+         (d.get("vs_host") or {}).get("bit_identical"), device_cost_text(d)]
+        for r in rows
+        for label, d in r.get("devices", {}).items()
+    ]
+    if not lines:
+        return "<p>No device ran (bench --device arm64 runs every TFLite and ONNX file on an emulated phone core).</p>"
+    columns = ["artifact", "device", "verdict", "basis / reason", "max|Δp| vs host", "bit-identical", "cost per inference"]
     return _table_html(columns, lines)
 
 
@@ -265,8 +337,10 @@ def html_report(results: dict) -> str:
         "can exceed it, and a probe that met a busy machine reads low.</p>"
         f"<h2>Runtimes</h2><ul>{runtimes}</ul><h2>Recommended</h2><ul>{recs}</ul>"
         f"<h2>Plots</h2>{images}"
-        "<h2>Device estimates</h2><p>Estimates, not measurements: published latencies of a reference model "
-        f"scaled by this model's MACs.</p>{_estimates_html(rows)}"
+        f"<h2>Devices</h2>{_devices_html(rows)}"
+        "<h2>Phone estimates</h2><p>Estimates, not measurements: instructions per inference counted on the emulated "
+        "core, turned into milliseconds by a fit on published latencies of the same runtime on that phone; the "
+        f"fit's leave-one-out error is stated on every line.</p>{_estimates_html(rows)}"
         f"<h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>"
         f"<h2>Machine, libraries, settings</h2><pre>{html.escape(json.dumps(context, indent=2, default=str))}</pre>"
         "</body></html>"

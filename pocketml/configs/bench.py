@@ -22,3 +22,6 @@ class BenchConfig:
     memory_runs: int = 5  # inferences the memory probe runs after loading
     probe_peak: bool = True  # matmul probe of this machine's peak GFLOP/s per thread count
     keras_model: str | None = None  # the Keras original; None: the manifest's model.source
+    # Devices that also run every file they can: "arm64" (emulated cortex-a76), "arm64:neoverse-n1", "web".
+    # Each adds its verdict and cost per file; the platforms it stands for are then ranked by its cost.
+    devices: list[str] = field(default_factory=list)

@@ -1,5 +1,5 @@
 """The bench's measuring parts on their own: MACs, sizes, latency harness, memory probe, peak
-probe, device estimates, Pareto front, recommendation, bad input, CLI.
+probe, phone estimates, Pareto front, recommendation, bad input, CLI.
 """
 
 from __future__ import annotations
@@ -97,16 +97,16 @@ def test_peak_probe_measures_something():
     assert peak.achieved(None, 10.0, 100.0)["gmacs"] is None
 
 
-def test_device_estimates_scale_by_macs_and_say_so():
-    devices = estimates.load_devices()
-    float_rows = estimates.device_estimates("tflite", "fp16", 150_000_000, devices)
-    assert [(e["device"], e["estimate_ms"]) for e in float_rows] == [("Pixel 3", pytest.approx(8.75))]
-    assert estimates.device_estimates("tflite", "int8", 150_000_000, devices)[0]["estimate_ms"] == pytest.approx(6.0)
-    iphone = estimates.device_estimates("coreml", "fp16", 600_000_000, devices)[0]
-    assert iphone["device"] == "iPhone 14 Pro" and iphone["estimate_ms"] == pytest.approx(0.96)
-    assert all(e["label"] == "estimate" and e["source"].startswith(("TensorFlow", "Apple")) for e in float_rows + [iphone])
-    assert estimates.device_estimates("onnx", "fp32", 150_000_000, devices) == []
-    assert estimates.device_estimates("tflite", "fp32", None, devices) == []
+def test_phone_estimates_rest_on_published_points_with_their_error():
+    fits = estimates.calibration()
+    assert fits, "benchmarks/phones.json has a counted phone class"
+    pixel3 = fits[0]
+    assert pixel3["points"] >= 6 and len(pixel3["families"]) >= 2 and pixel3["threads"] == 4
+    rows = estimates.estimate_ms(10_000_000)
+    assert rows[0]["estimate_ms"] == pytest.approx(pixel3["factor"] * 10_000_000)
+    assert rows[0]["label"] == "estimate" and "leave-one-out error median" in rows[0]["error"]
+    assert "hosted_models" in rows[0]["source"]
+    assert estimates.estimate_ms(None) == []
 
 
 def test_pareto_front_keeps_only_undominated_points():

@@ -106,9 +106,7 @@ def test_cost_and_throughput_figures(quick):
     p50 = rows["tflite-fp32"]["latency"]["1"]["p50_ms"]
     assert through["gmacs"] == pytest.approx(rows["tflite-fp32"]["macs"] / p50 / 1e6)
     assert through["peak_share"] == pytest.approx(2 * through["gmacs"] / peaks["1"])
-    estimates = rows["tflite-fp32"]["estimates"]
-    assert [e["device"] for e in estimates] == ["Pixel 3"]
-    assert estimates[0]["label"] == "estimate" and "tensorflow.org" in estimates[0]["source"]
+    assert rows["tflite-fp32"]["estimates"] == []  # phone estimates come from a device's count (--device arm64)
     assert {"cpu_flags", "cores"} <= set(quick["results"]["machine"])
     assert "ai-edge-litert" in quick["results"]["libraries"] and quick["results"]["config"]["threads"] == THREADS
 

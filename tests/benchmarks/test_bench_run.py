@@ -52,7 +52,7 @@ def test_onnx_timed_per_thread_count_and_core_ml_said_plainly(results):
     assert coreml["latency"] == {} and coreml["latency_note"] == latency_unavailable()
     assert coreml["latency_note"] == "n/a: no Core ML runtime on linux"
     assert coreml["accuracy"] == rows["keras"]["accuracy"]  # judged through the reference executor
-    assert [e["device"] for e in coreml["estimates"]] == ["iPhone 14 Pro"]
+    assert coreml["estimates"] == []  # no MAC scaling: phone estimates come from instructions counted on arm64
     assert "n/a: no Core ML runtime on linux" in (results["out"] / "report.html").read_text()
 
 

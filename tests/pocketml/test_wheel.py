@@ -31,7 +31,8 @@ def test_the_wheel_installs_one_top_level_package_and_no_development_scripts(whe
     assert {n.split("/")[0] for n in names} == {"pocketml", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     for stage in ("acquisition", "acquisition/sources", "training", "export", "export/quantization", "benchmarks"):
         assert f"pocketml/{stage}/__init__.py" in names
-    assert "pocketml/benchmarks/devices.json" in names  # package data travels with its package
+    assert "pocketml/benchmarks/phones.json" in names  # package data travels with its package
+    assert {"pocketml/benchmarks/devices/arm64_count.c", "pocketml/benchmarks/devices/arm64_guest.py"} <= set(names)
     scripts = [n for n in names if n.endswith(("_bench.py", "_check.py", "_speed.py", "_inventory.py", "_anchor.py"))]
     assert scripts == []
 
