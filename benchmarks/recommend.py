@@ -5,6 +5,7 @@ the rows); the platform of each format is its module's PLATFORM. Written to BENC
 
 from __future__ import annotations
 
+from pocketml.benchmarks.devices import device_module, parse_device
 from pocketml.export.registry import format_for_platform, platforms
 
 from pocketml.artifact import PASSED, Recommendation
@@ -52,9 +53,19 @@ def _device_speed_text(record: dict) -> str:
         first = record["estimates"][0]
         return f"estimated {first['estimate_ms']:.2f} ms on {first['device']} ({first['error']})"
     cost = record.get("cost") or {}
+    if "p50_ms" in cost:  # a device that times itself (the browser: performance.now() in the page)
+        return f"p50 {cost['p50_ms']:.2f} ms per inference at {cost.get('threads', 1)} thread(s) there"
     if "instructions" in cost:
         return f"{cost['instructions'] / 1e6:.1f} M instructions per inference"
     return f"{record['speed']:.3g}"
+
+
+def _platform_formats(platform: str, devices: dict[str, str]) -> tuple[str, ...]:
+    """The formats a platform ships: its format's, or for a device-only group the formats the device runs."""
+    fmt = format_for_platform(platform)
+    if fmt is not None:
+        return (fmt,)
+    return tuple(device_module(parse_device(devices[platform])[0]).FORMATS)
 
 
 def _rejection(row: dict, budget_points: float, min_agreement: float) -> str | None:
@@ -80,12 +91,14 @@ def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float
     there a file must also pass on that device, and the device's cost ranks the files, not the host's.
     """
     choices = []
-    for platform in platforms():
-        fmt = format_for_platform(platform)
+    # Platforms of formats, then groups only a device stands for (the web: run by the browser).
+    for platform in [*platforms(), *(p for p in (devices or {}) if p not in platforms())]:
+        formats = _platform_formats(platform, devices or {})
+        fmt = "/".join(formats)
         device = (devices or {}).get(platform)
         candidates, rejected = [], []
         for row in rows[1:]:
-            if row["format"] != fmt:
+            if row["format"] not in formats:
                 continue
             why = _rejection(row, budget_points, min_agreement) or _device_rejection(row, device)
             if why:
