@@ -23,6 +23,7 @@ from pocketml.benchmarks.latency import summary_ms
 from pocketml.export import web_bundle
 from pocketml.export.serve import serving
 
+from pocketml.console import console
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_json
 
@@ -54,10 +55,12 @@ def status(variant: str = DEFAULT_VARIANT) -> DeviceStatus:
 
 def setup(variant: str = DEFAULT_VARIANT) -> None:
     """The pinned runtimes into the cache (idempotent). Chromium is the system's: a package to install."""
-    web_bundle.setup_runtime()
-    if chromium_path() is None:
+    runtime = web_bundle.setup_runtime()
+    browser = chromium_path()
+    if browser is None:
         raise PocketMLError("the browser runtimes are ready, but no Chromium was found: apt-get install chromium "
                             "(Debian), or set POCKETML_CHROMIUM to a Chromium/Chrome binary")
+    console.print(f"web: {', '.join(web_bundle.RUNTIME_NAMES.values())} in {runtime}; {chromium_version(browser)}")
 
 
 def site(folder: Path, files: list[Path], images: np.ndarray) -> list[str]:
