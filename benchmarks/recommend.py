@@ -6,6 +6,7 @@ each format is its module's PLATFORM. Written to BENCH_DIR only.
 
 from __future__ import annotations
 
+from pocketml.benchmarks.devices import device_module, parse_device
 from pocketml.export.registry import format_for_platform, platforms
 
 from pocketml.artifact import PASSED, TOO_FEW, Recommendation
@@ -43,6 +44,8 @@ def _device_speed_text(record: dict) -> str:
         first = record["estimates"][0]
         return f"estimated {first['estimate_ms']:.2f} ms on {first['device']} ({first['error']})"
     cost = record.get("cost") or {}
+    if "p50_ms" in cost:  # a device that times itself (the browser: performance.now() in the page)
+        return f"p50 {cost['p50_ms']:.2f} ms per inference at {cost.get('threads', 1)} thread(s) there"
     if "instructions" in cost:
         return f"{cost['instructions'] / 1e6:.1f} M instructions per inference"
     return f"{record['speed']:.3g}"
@@ -63,6 +66,14 @@ def verdict_on(row: dict, platform: str, device: str | None = None) -> str:
     return max(verdicts, key=lambda v: (PASSED, TOO_FEW).index(v) if v in (PASSED, TOO_FEW) else 2)
 
 
+def _platform_formats(platform: str, devices: dict[str, str]) -> tuple[str, ...]:
+    """The formats a platform ships: its format's, or for a device-only group the formats the device runs."""
+    fmt = format_for_platform(platform)
+    if fmt is not None:
+        return (fmt,)
+    return tuple(device_module(parse_device(devices[platform])[0]).FORMATS)
+
+
 def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> list[Recommendation]:
     """One Recommendation per platform (artifact None, with the reason, when nothing qualifies).
 
@@ -72,10 +83,12 @@ def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> 
     there a file must also pass on that device, and the device's cost ranks the files, not the host's.
     """
     choices = []
-    for platform in platforms():
-        fmt = format_for_platform(platform)
+    # Platforms of formats, then groups only a device stands for (the web: run by the browser).
+    for platform in [*platforms(), *(p for p in (devices or {}) if p not in platforms())]:
+        formats = _platform_formats(platform, devices or {})
+        fmt = "/".join(formats)
         device = (devices or {}).get(platform)
-        rows_of = [row for row in rows[1:] if row["format"] == fmt]
+        rows_of = [row for row in rows[1:] if row["format"] in formats]
         verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
         candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
         undecided = not candidates

@@ -108,6 +108,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     package.add_argument("--out", type=Path, required=True, metavar="BUNDLES_DIR", help="where the bundles go")
     package.set_defaults(func=run_package)
 
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a web bundle (cross-origin isolated: WASM threads), and \"try it\" for a run's bundles",
+        description="A local static server sending COOP/COEP. Given a run directory or a bundles directory, "
+        "/try/ compares every bundle's file with the Keras original on a photo you drop.",
+    )
+    serve.add_argument("directory", type=Path, metavar="DIR", help="a web bundle, a bundles directory or a run directory")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) keeps it to this machine")
+    serve.add_argument("--model", type=Path, default=None, help="the Keras original for /try/ (default: RUN_DIR/model)")
+    serve.set_defaults(func=run_serve)
+
 
 def run_export(args: argparse.Namespace) -> int:
     from pocketml.export.exporter import export_model
@@ -173,3 +185,11 @@ def run_package(args: argparse.Namespace) -> int:
 
     package(args.export_dir, args.out, args.bench)
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pocketml.export.serve import serve_forever
+
+    serve_forever(args.directory, args.host, args.port, args.model)
+    return 0
+

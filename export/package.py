@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from pocketml.export import web_bundle
 from pocketml.export.registry import format_module
 
 from pocketml.artifact import EXPORTED, TOO_FEW, Artifact, ExportManifest, load_recommendations
@@ -163,6 +164,7 @@ def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path |
             files = write_bundle(tmp / module.PLATFORM, export_dir, module, manifest, artifacts,
                                  recommendations.get(module.PLATFORM))
             contents[module.PLATFORM] = [Path(a.path).name for a in files]
+        contents.update(web_bundle.web_bundles(tmp, export_dir, manifest, recommendations))
     print_table(f"package → {out_dir}", ("bundle", "files", "recommended"),
                 [(out_dir / platform, len(files), (recommendations.get(platform) or ("-",))[0])
                  for platform, files in contents.items()])
