@@ -393,7 +393,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
     add_throughput(rows, run.peaks)
     choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement)
     for row in rows:
-        row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
+        row["recommended"] = sorted(c.label for c in choices if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
     results = {
         "export_dir": what,
@@ -404,7 +404,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         "config": asdict(config),
         "peak_gflops": run.peaks,
         "rows": rows,
-        "recommendations": {c.platform: {"artifact": c.artifact, "reason": c.reason} for c in choices},
+        "recommendations": {c.label: {"artifact": c.artifact, "reason": c.reason} for c in choices},
         "notes": [],
         "harness_overhead_pct_max": max_overhead(rows),
         "seconds": time.time() - started,

@@ -1,11 +1,12 @@
-"""The one file to ship per platform: the fastest (or smallest) artifact whose verdict passed and
-whose accuracy stays within a budget of the Keras model's. The verdict is the export's (copied into
-the rows); the platform of each format is its module's PLATFORM. Written to BENCH_DIR only.
+"""The one file to ship per platform (and per OS tier within it: iOS has Core ML from iOS 16 and
+Core AI from iOS 27): the fastest (or smallest) artifact whose verdict passed and whose accuracy stays
+within a budget of the Keras model's. The verdict is the export's (copied into the rows); the
+platforms of each format are its module's PLATFORMS (export/registry.py). Written to BENCH_DIR only.
 """
 
 from __future__ import annotations
 
-from pocketml.export.registry import format_for_platform, platforms
+from pocketml.export.registry import format_module, os_tiers, platform_formats
 
 from pocketml.artifact import PASSED, Recommendation
 
@@ -43,37 +44,48 @@ def _rejection(row: dict, budget_points: float, min_agreement: float) -> str | N
     return None
 
 
-def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float = 0.99) -> list[Recommendation]:
-    """One Recommendation per platform (artifact None, with the reason, when nothing qualifies).
+def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float = 0.99,
+           platforms: dict[str, tuple[str, ...]] | None = None) -> list[Recommendation]:
+    """One Recommendation per platform and OS tier (artifact None, with the reason, when nothing
+    qualifies); `platforms` adds platforms a device stands for (see registry.platform_formats).
 
     Only rows whose verdict passed are eligible: a file that failed validation is never the one an
     app is told to ship.
     """
     choices = []
-    for platform in platforms():
-        fmt = format_for_platform(platform)
-        candidates, rejected = [], []
-        for row in rows[1:]:
-            if row["format"] != fmt:
-                continue
-            why = _rejection(row, budget_points, min_agreement)
-            if why:
-                rejected.append(why)
-            else:
-                candidates.append(row)
-        if not candidates:
-            why = "; ".join(rejected) or f"no {fmt} artifact passed"
-            choices.append(Recommendation(platform, None, f"nothing within {budget_points:g} points ({why})"))
-            continue
-        row = pick(candidates, by)
-        speed = _speed_key(row)
-        if by == "size":
-            rule = "smallest"
-        elif speed == float("inf"):
-            rule = "smallest (latency not measurable here)"
-        else:
-            rule = f"fastest, p50 {speed:.2f} ms (within {LATENCY_TIE:.0%} counts as a tie; the smaller wins)"
-        reason = (f"{rule}, {row['bytes'] / 1e6:.2f} MB, within {budget_points:g} points "
-                  f"(drop {row['accuracy_drop_points']:.2f} points on {row['images']} evaluation images)")
-        choices.append(Recommendation(platform, row["name"], reason))
+    for platform, fmts in platform_formats(platforms).items():
+        for tier in os_tiers(fmts).values():
+            choices.append(_choose_one(rows, platform, tier, budget_points, by, min_agreement))
     return choices
+
+
+def runs_on(formats: tuple[str, ...]) -> str:
+    return " / ".join(dict.fromkeys(format_module(f).RUNS_ON for f in formats))
+
+
+def _choose_one(rows: list[dict], platform: str, fmts: tuple[str, ...], budget_points: float, by: str,
+                min_agreement: float) -> Recommendation:
+    fmt = " or ".join(fmts)
+    candidates, rejected = [], []
+    for row in rows[1:]:
+        if row["format"] not in fmts:
+            continue
+        why = _rejection(row, budget_points, min_agreement)
+        if why:
+            rejected.append(why)
+        else:
+            candidates.append(row)
+    if not candidates:
+        why = "; ".join(rejected) or f"no {fmt} artifact passed"
+        return Recommendation(platform, None, f"nothing within {budget_points:g} points ({why})", runs_on(fmts))
+    row = pick(candidates, by)
+    speed = _speed_key(row)
+    if by == "size":
+        rule = "smallest"
+    elif speed == float("inf"):
+        rule = "smallest (latency not measurable here)"
+    else:
+        rule = f"fastest, p50 {speed:.2f} ms (within {LATENCY_TIE:.0%} counts as a tie; the smaller wins)"
+    reason = (f"{rule}, {row['bytes'] / 1e6:.2f} MB, within {budget_points:g} points "
+              f"(drop {row['accuracy_drop_points']:.2f} points on {row['images']} evaluation images)")
+    return Recommendation(platform, row["name"], reason, runs_on(fmts))

@@ -24,13 +24,15 @@ FORMAT = "coreml"
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp32", "fp16", "int8-weights", "palettized-6bit", "compressed")
 NEEDS_CALIBRATION: frozenset[str] = frozenset()
-PLATFORM = "ios"
-TITLE = "iOS (Core ML)"
+PLATFORMS = ("ios",)
+RUNS_ON = "iOS 16+, macOS 13+ (Core ML)"
+MIN_OS = 16  # DEFAULT_TARGET; `--min-ios` may raise it
+TITLE = "Core ML"
 LABELS_BESIDE = False  # the classifier output carries the labels inside the package
 RUNTIME = "Core ML through coremltools on macOS; elsewhere accuracy only, via pocketml's reference executor"
 THREADED = False  # its runtime takes a CPU thread count (bench times each count)
 RUNTIME_MODULE = "coremltools"
-SNIPPET = """```swift
+SNIPPETS = {"ios": """```swift
 import CoreML
 import Vision
 
@@ -42,7 +44,7 @@ let request = VNCoreMLRequest(model: model) {{ request, _ in
 }}
 request.imageCropAndScaleOption = .centerCrop  // the model was trained on centre crops
 try VNImageRequestHandler(cvPixelBuffer: pixelBuffer).perform([request])
-```"""
+```"""}  # usage code per platform for the bundle README
 
 DEFAULT_TARGET = "iOS16"  # the first iOS whose Core ML runs compressed (constexpr) weights
 TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment targets
@@ -312,6 +314,10 @@ class CoreMLPredictor:
             by_label = self.invoker(image[None])()[self._probabilities]
             rows.append([by_label[label] for label in self.spec.labels])
         return np.asarray(rows, dtype=np.float32)
+
+
+def unavailable() -> str | None:
+    return None  # its converter and runtime are pocketml's own dependencies
 
 
 def latency_unavailable() -> str | None:

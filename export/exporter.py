@@ -32,13 +32,22 @@ from pocketml.spec import ModelSpec
 ARTIFACT_STEM = "model"  # tflite/model-fp16.tflite: stable names bench, package and apps rely on
 
 
-def format_modules(formats: list[str]) -> dict[str, ModuleType]:
+def format_modules(formats: list[str], skipped: list[str]) -> dict[str, ModuleType]:
+    """The modules of `formats` (default: every format this machine can convert to; the others are
+    named in `skipped`). A format asked for by name that cannot be converted here is a one-line error."""
     modules = {}
     for fmt in check_formats(formats or format_names()):
         try:
-            modules[fmt] = format_module(fmt)
+            module = format_module(fmt)
         except ModuleNotFoundError as exc:
             raise PocketMLError(f"format {fmt!r} is not available here ({exc}); choose from the others") from exc
+        why = module.unavailable()
+        if why and formats:
+            raise PocketMLError(f"format {fmt!r}: {why}")
+        if why:
+            skipped.append(f"{fmt} skipped: {why}")
+        else:
+            modules[fmt] = module
     return modules
 
 
@@ -142,7 +151,8 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
     if out_dir.exists() and not out_dir.is_dir():
         raise PocketMLError(f"--out {out_dir} is a file; give a directory (new or one written by `pocketml export`)")
     # Every check that can reject the input runs before the first write.
-    modules = format_modules(config.formats)
+    unavailable: list[str] = []
+    modules = format_modules(config.formats, unavailable)
     calibration_set, evaluation_set = image_sets(config)
     with library_output(out_dir):
         source = load_source(model, labels=config.labels, image_size=config.image_size,
@@ -150,7 +160,7 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
         size = source.spec.image_size
         calibration = load_images(calibration_set.paths, size) if calibration_set is not None else None
         variants, skipped = planned_variants(modules, config.precisions, calibration is not None)
-        for note in [*source.notes, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
+        for note in [*source.notes, *unavailable, *skipped, *(evaluation_set.notes if evaluation_set else ())]:
             console.print(f"note: {note}")
         judge = None
         if evaluation_set is not None:
