@@ -68,7 +68,7 @@ def unavailable() -> str | None:
     """Why Core AI files cannot be made or run here (None: they can)."""
     import importlib.util
 
-    missing = [m for m in ("coreai", "coreai_torch", "torch") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("coreai", "coreai_torch", "coreai_opt", "torch") if importlib.util.find_spec(m) is None]
     if missing:
         return f"Core AI needs the optional extra: {EXTRA} (missing {', '.join(missing)})"
     return None
