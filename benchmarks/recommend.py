@@ -54,7 +54,7 @@ def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float
     """
     choices = []
     for platform, fmts in platform_formats(platforms).items():
-        for tier in os_tiers(fmts).values():
+        for tier in os_tiers(fmts, platform).values():
             choices.append(_choose_one(rows, platform, tier, budget_points, by, min_agreement))
     return choices
 

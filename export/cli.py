@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--images", type=Path, metavar="PATH",
                         help="evaluation images: the test (else val) split of PATH; default: the held-out split of "
                         "--calibration. Without --calibration, PATH's train split calibrates")
-    export.add_argument("--min-ios", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
+    export.add_argument("--min-ios", default="iOS16", help="the oldest iOS the app supports: Core ML's deployment target, "
+                        "and which iOS file the bundle recommends (iOS27: Core AI; default iOS16)")
     export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")
     _add_preprocess_flags(export)
     export.set_defaults(func=run_export)

@@ -85,6 +85,9 @@ def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration:
     if precision not in PRECISIONS:
         raise PocketMLError(f"unknown Core AI precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
     require()
+    if any(type(layer).__name__ == "SavedModelSignature" for layer in model.layers):
+        raise PocketMLError("Core AI converts through Keras on the torch backend, where a TensorFlow SavedModel "
+                            "cannot run; export the model's .keras (or .h5) file instead")
     with tempfile.TemporaryDirectory(prefix="pocketml-coreai-") as work:
         work = Path(work)
         asset = work / f"model{SUFFIX}"  # the converter insists on the suffix; atomic_output's path has it too

@@ -47,7 +47,9 @@ try VNImageRequestHandler(cvPixelBuffer: pixelBuffer).perform([request])
 ```"""}  # usage code per platform for the bundle README
 
 DEFAULT_TARGET = "iOS16"  # the first iOS whose Core ML runs compressed (constexpr) weights
-TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")  # accepted minimum deployment targets
+TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26", "iOS27")  # accepted minimum deployment targets
+# An app for iOS 27+ still ships Core ML beside Core AI: its package is built for coremltools' newest target.
+TARGET_BUILT_AS = {"iOS27": "iOS26"}
 INPUT_NAME = "image"
 PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
 
@@ -173,7 +175,7 @@ def deployment_target(name: str):
 
     if name not in TARGETS:
         raise PocketMLError(f"unknown minimum deployment target {name!r}; accepted: {', '.join(TARGETS)}")
-    return getattr(ct.target, name)
+    return getattr(ct.target, TARGET_BUILT_AS.get(name, name))
 
 
 def compute_precision(precision: str):

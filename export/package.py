@@ -15,7 +15,13 @@ import os
 import shutil
 from pathlib import Path
 
-from pocketml.export.registry import format_module, platform_formats, platform_min_os, platform_title
+from pocketml.export.registry import (
+    format_module,
+    os_floor,
+    platform_formats,
+    platform_min_os,
+    platform_title,
+)
 
 from pocketml.artifact import EXPORTED, Artifact, ExportManifest, Recommendation, load_recommendations
 from pocketml.console import console, print_table
@@ -49,11 +55,12 @@ def bundle_artifacts(manifest: ExportManifest, recommendations: dict[str, list[R
     return {p: artifacts for p, artifacts in chosen.items() if artifacts}
 
 
-def ranked(recommendations: list[Recommendation], artifacts: list[Artifact], min_os: int) -> list[Recommendation]:
+def ranked(recommendations: list[Recommendation], artifacts: list[Artifact], platform: str,
+           min_os: int) -> list[Recommendation]:
     """The recommendations for the app's minimum OS first: the file of the newest tier that
     `min_os` reaches (min iOS 27: Core AI; min iOS 16: Core ML), then the others, oldest tier first."""
     formats = {a.name: a.format for a in artifacts}
-    floor = {r.artifact: format_module(formats[r.artifact]).MIN_OS for r in recommendations if r.artifact in formats}
+    floor = {r.artifact: os_floor(formats[r.artifact], platform) for r in recommendations if r.artifact in formats}
     known = [r for r in recommendations if r.artifact in floor]
     reached = [r for r in known if floor[r.artifact] <= min_os]
     first = max(reached, key=lambda r: floor[r.artifact], default=None)
@@ -114,13 +121,14 @@ def _runs_on(artifact: Artifact) -> str:
     return "CPU/GPU" if artifact.precision != "fp16" else "CPU/GPU (GPU delegates compute in fp16)"
 
 
-def _recommendation_lines(recommendations: list[Recommendation], files: list[Artifact], min_os: int) -> list[str]:
+def _recommendation_lines(recommendations: list[Recommendation], files: list[Artifact], platform: str,
+                          min_os: int) -> list[str]:
     """'Recommended: ...' for the app's minimum OS, then 'Recommended on iOS 27+ ...' for each newer tier."""
     by_name = {a.name: a for a in files}
     lines = []
     for rec in recommendations:
         artifact = by_name[rec.artifact]
-        tier = format_module(artifact.format).MIN_OS
+        tier = os_floor(artifact.format, platform)
         lead = "Recommended" if tier <= min_os and not lines else f"Recommended on {rec.runs_on or artifact.format}"
         lines.append(f"{lead}: `{Path(artifact.path).name}` ({artifact.precision}) — {rec.reason}.")
     return lines
@@ -134,7 +142,7 @@ def readme_text(platform: str, manifest: ExportManifest, files: list[Artifact], 
              f"Classes: {', '.join(model.get('labels', []))}. Input: {height}x{width} RGB pixels 0..255 "
              "(the model normalises internally).", ""]
     if recommendations:
-        lines += [*_recommendation_lines(recommendations, files, min_os), ""]
+        lines += [*_recommendation_lines(recommendations, files, platform, min_os), ""]
     elif files:
         lines += ["No file is recommended yet: run `pocketml bench` and package again to choose one.", ""]
     else:
@@ -177,7 +185,7 @@ def write_bundle(folder: Path, export_dir: Path, platform: str, manifest: Export
                  recommendations: list[Recommendation]) -> list[Artifact]:
     """One platform's bundle in `folder`; returns the files it carries."""
     min_os = platform_min_os(platform, manifest.model)
-    recs = [r for r in ranked(recommendations, artifacts, min_os) if any(a.passed and a.name == r.artifact
+    recs = [r for r in ranked(recommendations, artifacts, platform, min_os) if any(a.passed and a.name == r.artifact
                                                                         for a in artifacts)]
     files = shipped(artifacts, [r.artifact for r in recs])
     folder.mkdir(parents=True)
@@ -185,7 +193,7 @@ def write_bundle(folder: Path, export_dir: Path, platform: str, manifest: Export
         place(export_dir / artifact.path, folder / Path(artifact.path).name)
     if any(format_module(a.format).LABELS_BESIDE for a in files):
         write_labels(folder / LABELS_FILE, tuple(manifest.model.get("labels", ())))
-    tier = format_module(manifest.by_name(recs[0].artifact).format).MIN_OS if recs else None
+    tier = os_floor(manifest.by_name(recs[0].artifact).format, platform) if recs else None
     first = recs[0] if tier is not None and tier <= min_os else None
     spec_keys = ("labels", "image_size", "color_order", "input_range", "normalization", "backbone", "source_sha256")
     atomic_write_json(folder / BUNDLE_MANIFEST, {

@@ -110,11 +110,18 @@ def platform_min_os(platform: str, model: dict) -> int:
     return int(target[len(prefix):]) if target.startswith(prefix) and target[len(prefix):].isdigit() else 0
 
 
-def os_tiers(formats: tuple[str, ...]) -> dict[int, tuple[str, ...]]:
-    """MIN_OS -> the formats that start there, oldest first: the files that compete for one
+def os_floor(fmt: str, platform: str) -> int:
+    """The OS version a format's files need on `platform`: its MIN_OS on a platform it declares, 0 on
+    one a device stands for (a browser does not care which iOS a file was made for)."""
+    module = format_module(fmt)
+    return module.MIN_OS if platform in module.PLATFORMS else 0
+
+
+def os_tiers(formats: tuple[str, ...], platform: str) -> dict[int, tuple[str, ...]]:
+    """OS floor -> the formats that start there, oldest first: the files that compete for one
     recommendation (iOS: Core ML from iOS 16 on, Core AI from iOS 27 on)."""
     tiers: dict[int, tuple[str, ...]] = {}
     for name in formats:
-        floor = format_module(name).MIN_OS
+        floor = os_floor(name, platform)
         tiers[floor] = (*tiers.get(floor, ()), name)
     return dict(sorted(tiers.items()))
