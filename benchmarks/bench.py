@@ -395,7 +395,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                                                      run.keras_predictor, run.size)
     choices = recommend.choose(rows, config.recommend_by, by_device)
     for row in rows:
-        row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])
+        row["recommended"] = sorted(c.label for c in choices if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
     results = {
         "export_dir": what,
@@ -406,7 +406,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         "config": asdict(config),
         "peak_gflops": run.peaks,
         "rows": rows,
-        "recommendations": {c.platform: {"artifact": c.artifact, "reason": c.reason} for c in choices},
+        "recommendations": {c.label: {"artifact": c.artifact, "reason": c.reason} for c in choices},
         "devices": list(dict.fromkeys(d for row in rows for d in row["devices"])),
         "notes": notes,
         "harness_overhead_pct_max": max_overhead(rows),

@@ -1,13 +1,15 @@
-"""The one file to ship per platform: the fastest (or smallest) artifact whose verdict passed. The
-verdict is the export's (copied into the rows) and a device's where one judged the file: recommend
-reads verdicts and never judges again, so there is one budget (export/tolerances.py). The platform of
-each format is its module's PLATFORM. Written to BENCH_DIR only.
+"""The one file to ship per platform (and per OS tier within it: iOS has Core ML from iOS 16 and
+Core AI from iOS 27): the fastest (or smallest) artifact whose verdict passed. The verdict is the
+export's (copied into the rows) and a device's where one judged the file: recommend reads verdicts
+and never judges again, so there is one budget (export/tolerances.py). The platforms of each format
+are its module's PLATFORMS (export/registry.py); a device adds the platforms it stands for (the web).
+Written to BENCH_DIR only.
 """
 
 from __future__ import annotations
 
 from pocketml.benchmarks.devices import device_module, parse_device
-from pocketml.export.registry import format_for_platform, platforms
+from pocketml.export.registry import format_module, os_tiers, platform_formats
 
 from pocketml.artifact import PASSED, TOO_FEW, Recommendation
 
@@ -66,54 +68,61 @@ def verdict_on(row: dict, platform: str, device: str | None = None) -> str:
     return max(verdicts, key=lambda v: (PASSED, TOO_FEW).index(v) if v in (PASSED, TOO_FEW) else 2)
 
 
-def _platform_formats(platform: str, devices: dict[str, str]) -> tuple[str, ...]:
-    """The formats a platform ships: its format's, or for a device-only group the formats the device runs."""
-    fmt = format_for_platform(platform)
-    if fmt is not None:
-        return (fmt,)
-    return tuple(device_module(parse_device(devices[platform])[0]).FORMATS)
+def device_platforms(devices: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """platform -> the formats its device runs, for the platforms only a device stands for (the web);
+    a platform a format declares (android for arm64) keeps its own formats."""
+    declared = platform_formats()
+    return {platform: tuple(device_module(parse_device(label)[0]).FORMATS)
+            for platform, label in devices.items() if platform not in declared}
 
 
 def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> list[Recommendation]:
-    """One Recommendation per platform (artifact None, with the reason, when nothing qualifies).
+    """One Recommendation per platform and OS tier (artifact None, with the reason, when nothing qualifies).
 
     Only files whose verdict passed are eligible; when none passed, a file the images could not
     decide ("too few images") may be, and the reason says so. A failed file is never the one an app
     is told to ship. `devices` maps a platform to the device that stands for it (bench --device):
-    there a file must also pass on that device, and the device's cost ranks the files, not the host's.
+    there a file must also pass on that device, and the device's cost ranks the files, not the host's;
+    a platform only a device stands for (the web) is added with the formats that device runs.
     """
+    devices = devices or {}
     choices = []
-    # Platforms of formats, then groups only a device stands for (the web: run by the browser).
-    for platform in [*platforms(), *(p for p in (devices or {}) if p not in platforms())]:
-        formats = _platform_formats(platform, devices or {})
-        fmt = "/".join(formats)
-        device = (devices or {}).get(platform)
-        rows_of = [row for row in rows[1:] if row["format"] in formats]
-        verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
-        candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
-        undecided = not candidates
-        if undecided:
-            candidates = [row for row in rows_of if verdicts[row["name"]] == TOO_FEW]
-        if not candidates:
-            why = "; ".join(f"{row['name']}: {verdicts[row['name']]}" for row in rows_of) or f"no {fmt} artifact"
-            choices.append(Recommendation(platform, None, f"no file passed its verdict ({why})"))
-            continue
-        speed_of = _device_key(device) if device else _speed_key
-        row = pick(candidates, by, speed_of)
-        speed = speed_of(row)
-        if by == "size":
-            rule = "smallest"
-        elif device and speed != float("inf"):
-            rule = (f"fastest on {device}, {_device_speed_text(row['devices'][device])} (within {LATENCY_TIE:.0%} "
-                    "counts as a tie; the smaller wins; host timings are in the table, labelled host)")
-        elif speed == float("inf"):
-            rule = "smallest (latency not measurable here)"
-        else:
-            rule = f"fastest, p50 {speed:.2f} ms (within {LATENCY_TIE:.0%} counts as a tie; the smaller wins)"
-        verdict = (f"nothing passed: its verdict is '{TOO_FEW}' (needs about {row.get('images_needed') or '?'} images)"
-                   if undecided else "its verdict passed")
-        reason = f"{rule}, {row['bytes'] / 1e6:.2f} MB, {verdict} on {row['images']} images"
-        if row.get("accuracy_drop_points") is not None:
-            reason += f" (accuracy drop {row['accuracy_drop_points']:.2f} points)"
-        choices.append(Recommendation(platform, row["name"], reason))
+    for platform, fmts in platform_formats(device_platforms(devices)).items():
+        for tier in os_tiers(fmts, platform).values():
+            choices.append(_choose_one(rows, platform, tier, by, devices.get(platform)))
     return choices
+
+
+def runs_on(formats: tuple[str, ...]) -> str:
+    return " / ".join(dict.fromkeys(format_module(f).RUNS_ON for f in formats))
+
+
+def _choose_one(rows: list[dict], platform: str, fmts: tuple[str, ...], by: str, device: str | None) -> Recommendation:
+    fmt = " or ".join(fmts)
+    rows_of = [row for row in rows[1:] if row["format"] in fmts]
+    verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
+    candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
+    undecided = not candidates
+    if undecided:
+        candidates = [row for row in rows_of if verdicts[row["name"]] == TOO_FEW]
+    if not candidates:
+        why = "; ".join(f"{row['name']}: {verdicts[row['name']]}" for row in rows_of) or f"no {fmt} artifact"
+        return Recommendation(platform, None, f"no file passed its verdict ({why})", runs_on(fmts))
+    speed_of = _device_key(device) if device else _speed_key
+    row = pick(candidates, by, speed_of)
+    speed = speed_of(row)
+    if by == "size":
+        rule = "smallest"
+    elif device and speed != float("inf"):
+        rule = (f"fastest on {device}, {_device_speed_text(row['devices'][device])} (within {LATENCY_TIE:.0%} "
+                "counts as a tie; the smaller wins; host timings are in the table, labelled host)")
+    elif speed == float("inf"):
+        rule = "smallest (latency not measurable here)"
+    else:
+        rule = f"fastest, p50 {speed:.2f} ms (within {LATENCY_TIE:.0%} counts as a tie; the smaller wins)"
+    verdict = (f"nothing passed: its verdict is '{TOO_FEW}' (needs about {row.get('images_needed') or '?'} images)"
+               if undecided else "its verdict passed")
+    reason = f"{rule}, {row['bytes'] / 1e6:.2f} MB, {verdict} on {row['images']} images"
+    if row.get("accuracy_drop_points") is not None:
+        reason += f" (accuracy drop {row['accuracy_drop_points']:.2f} points)"
+    return Recommendation(platform, row["name"], reason, runs_on(fmts))

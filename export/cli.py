@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="evaluation images: the test (else val) split of PATH; default: the held-out split of "
                         "--calibration. Without --calibration, PATH's train split calibrates")
     export.add_argument("--min-ios", default=COREML_TARGET, metavar="TARGET",
-                        help=f"Core ML minimum deployment target: {', '.join(COREML_TARGETS)} (default {COREML_TARGET})")
+                        help=f"the oldest iOS the app supports, {', '.join(COREML_TARGETS)} (default {COREML_TARGET}): "
+                        "Core ML's deployment target, and which iOS file the bundle recommends (iOS27: Core AI)")
     export.add_argument("--opset", type=int, default=ONNX_OPSET,
                         help=f"ONNX opset, {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1} (default {ONNX_OPSET})")
     export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")

@@ -25,13 +25,15 @@ FORMAT = "coreml"
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp32", "fp16", "int8-weights", "palettized-6bit", "compressed")
 NEEDS_CALIBRATION: frozenset[str] = frozenset()
-PLATFORM = "ios"
-TITLE = "iOS (Core ML)"
+PLATFORMS = ("ios",)
+RUNS_ON = "iOS 16+, macOS 13+ (Core ML)"
+MIN_OS = 16  # DEFAULT_TARGET; `--min-ios` may raise it
+TITLE = "Core ML"
 LABELS_BESIDE = False  # the classifier output carries the labels inside the package
 RUNTIME = "Core ML through coremltools on macOS; elsewhere accuracy only, via pocketml's reference executor"
 THREADED = False  # its runtime takes a CPU thread count (bench times each count)
 RUNTIME_MODULE = "coremltools"
-SNIPPET = """```swift
+SNIPPETS = {"ios": """```swift
 import CoreML
 import Vision
 
@@ -43,10 +45,12 @@ let request = VNCoreMLRequest(model: model) {{ request, _ in
 }}
 request.imageCropAndScaleOption = .centerCrop  // the model was trained on centre crops
 try VNImageRequestHandler(cvPixelBuffer: pixelBuffer).perform([request])
-```"""
+```"""}  # usage code per platform for the bundle README
 
 DEFAULT_TARGET = COREML_TARGET  # the first iOS whose Core ML runs compressed (constexpr) weights
 TARGETS = COREML_TARGETS  # accepted minimum deployment targets (declared with the [export] config)
+# An app for iOS 27+ still ships Core ML beside Core AI: its package is built for coremltools' newest target.
+TARGET_BUILT_AS = {"iOS27": "iOS26"}
 INPUT_NAME = "image"
 PALETTE_BITS = 6  # 64-entry look-up table per weight tensor
 
@@ -172,7 +176,7 @@ def deployment_target(name: str):
 
     if name not in TARGETS:
         raise PocketMLError(f"unknown minimum deployment target {name!r}; accepted: {', '.join(TARGETS)}")
-    return getattr(ct.target, name)
+    return getattr(ct.target, TARGET_BUILT_AS.get(name, name))
 
 
 def compute_precision(precision: str):
@@ -313,6 +317,10 @@ class CoreMLPredictor:
             by_label = self.invoker(image[None])()[self._probabilities]
             rows.append([by_label[label] for label in self.spec.labels])
         return np.asarray(rows, dtype=np.float32)
+
+
+def unavailable() -> str | None:
+    return None  # its converter and runtime are pocketml's own dependencies
 
 
 def latency_unavailable() -> str | None:

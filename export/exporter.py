@@ -45,13 +45,22 @@ from pocketml.spec import ModelSpec
 ARTIFACT_STEM = "model"  # tflite/model-fp16.tflite: stable names bench, package and apps rely on
 
 
-def format_modules(formats: list[str]) -> dict[str, ModuleType]:
+def format_modules(formats: list[str], skipped: list[str]) -> dict[str, ModuleType]:
+    """The modules of `formats` (default: every format this machine can convert to; the others are
+    named in `skipped`). A format asked for by name that cannot be converted here is a one-line error."""
     modules = {}
     for fmt in check_formats(formats or format_names()):
         try:
-            modules[fmt] = format_module(fmt)
+            module = format_module(fmt)
         except ModuleNotFoundError as exc:
             raise PocketMLError(f"format {fmt!r} is not available here ({exc}); choose from the others") from exc
+        why = module.unavailable()
+        if why and formats:
+            raise PocketMLError(f"format {fmt!r}: {why}")
+        if why:
+            skipped.append(f"{fmt} skipped: {why}")
+        else:
+            modules[fmt] = module
     return modules
 
 
@@ -171,7 +180,8 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
     if out_dir.exists() and not out_dir.is_dir():
         raise PocketMLError(f"--out {out_dir} is a file; give a directory (new or one written by `pocketml export`)")
     # Every check that can reject the input runs before the first write.
-    modules = format_modules(config.formats)
+    unavailable: list[str] = []
+    modules = format_modules(config.formats, unavailable)
     calibration_set, evaluation_set, agreement = image_sets(config)
     variants, skipped = planned_variants(modules, config.precisions, calibration_set is not None)
     with library_output(out_dir):
@@ -186,7 +196,7 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
             judge = judge_for(evaluation_set, KerasPredictor(source.model, size), list(source.spec.labels), agreement)
             evaluation_set, agreement = judge.image_set, judge.agreement_set
         image_notes = [n for s in (calibration_set, evaluation_set, agreement) if s is not None for n in s.notes]
-        for note in [*source.notes, *skipped, *image_notes]:
+        for note in [*source.notes, *unavailable, *skipped, *image_notes]:
             console.print(f"note: {note}", markup=False)
         manifest = ExportManifest(model=model_record(source, config), images={
             "calibration": calibration_set.to_dict() if calibration_set else None,

@@ -26,13 +26,15 @@ FORMAT = "onnx"
 SUFFIX = ".onnx"
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 NEEDS_CALIBRATION = frozenset({"int8"})
-PLATFORM = "onnx"
+PLATFORMS = ("onnx",)
+RUNS_ON = "ONNX Runtime (desktop, server; ORT Mobile on Android and iOS)"
+MIN_OS = 0
 TITLE = "ONNX Runtime"
 LABELS_BESIDE = True  # metadata_props hold them too, but few ONNX Runtime users read those
 RUNTIME = "ONNX Runtime CPUExecutionProvider, intra_op_num_threads=N, inter_op_num_threads=1"
 THREADED = True  # its runtime takes a CPU thread count (bench times each count)
 RUNTIME_MODULE = "onnxruntime"
-SNIPPET = """```python
+SNIPPETS = {"onnx": """```python
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
@@ -43,7 +45,7 @@ image = Image.open("photo.jpg").convert("RGB").resize(({width}, {height}))
 pixels = np.asarray(image, dtype=np.float32)[None]  # [1, H, W, 3] RGB 0..255; normalised inside the model
 probabilities = session.run(None, {{session.get_inputs()[0].name: pixels}})[0][0]
 print(labels[int(probabilities.argmax())], float(probabilities.max()))
-```"""
+```"""}  # usage code per platform for the bundle README
 
 OPSET = ONNX_OPSET  # the default opset (the accepted range is declared with the [export] config)
 OPSETS = ONNX_OPSETS
@@ -385,6 +387,10 @@ class OnnxPredictor:
 def load(path: Path, threads: int | None = None) -> OnnxPredictor:
     """A Predictor for an ONNX file; `threads` caps onnxruntime's intra-op threads (None: its default)."""
     return OnnxPredictor(Path(path), threads)
+
+
+def unavailable() -> str | None:
+    return None  # its converter and runtime are pocketml's own dependencies
 
 
 def latency_unavailable() -> str | None:

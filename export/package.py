@@ -16,9 +16,22 @@ import shutil
 from pathlib import Path
 
 from pocketml.export import web_bundle
-from pocketml.export.registry import format_module
+from pocketml.export.registry import (
+    format_module,
+    os_floor,
+    platform_formats,
+    platform_min_os,
+    platform_title,
+)
 
-from pocketml.artifact import EXPORTED, TOO_FEW, Artifact, ExportManifest, load_recommendations
+from pocketml.artifact import (
+    EXPORTED,
+    TOO_FEW,
+    Artifact,
+    ExportManifest,
+    Recommendation,
+    load_recommendations,
+)
 from pocketml.console import console, print_table
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text
 from pocketml.spec import LABELS_FILE, write_labels
@@ -27,18 +40,46 @@ README = "README.md"
 BUNDLE_MANIFEST = "bundle.json"
 
 
-def recommended_names(bench_dir: str | Path | None) -> dict[str, tuple[str, str]]:
-    """platform -> (artifact name, bench's reason) for the platforms bench recommended a file for."""
+def recommendations_by_platform(bench_dir: str | Path | None) -> dict[str, list[Recommendation]]:
+    """platform -> bench's recommendations that name a file (iOS: one per OS tier)."""
     if bench_dir is None:
         return {}
-    return {r.platform: (r.artifact, r.reason) for r in load_recommendations(bench_dir) if r.artifact}
+    chosen: dict[str, list[Recommendation]] = {}
+    for rec in load_recommendations(bench_dir):
+        if rec.artifact:
+            chosen.setdefault(rec.platform, []).append(rec)
+    return chosen
 
 
-def shipped(artifacts: list[Artifact], recommended: str | None) -> list[Artifact]:
-    """The files a bundle carries: those whose verdict passed, the recommended one first (bench
+def bundle_artifacts(manifest: ExportManifest, recommendations: dict[str, list[Recommendation]]
+                     ) -> dict[str, list[Artifact]]:
+    """platform -> the export's files of the formats it takes: those the formats declare, and for a
+    platform only bench named (one a device stands for) the formats of the files it recommended."""
+    formats = dict(platform_formats())
+    for platform, recs in recommendations.items():
+        named = tuple(dict.fromkeys(a.format for r in recs for a in manifest.artifacts if a.name == r.artifact))
+        formats[platform] = (*formats.get(platform, ()), *(f for f in named if f not in formats.get(platform, ())))
+    chosen = {p: [a for a in manifest.artifacts if a.format in fmts] for p, fmts in formats.items()}
+    return {p: artifacts for p, artifacts in chosen.items() if artifacts}
+
+
+def ranked(recommendations: list[Recommendation], artifacts: list[Artifact], platform: str,
+           min_os: int) -> list[Recommendation]:
+    """The recommendations for the app's minimum OS first: the file of the newest tier that
+    `min_os` reaches (min iOS 27: Core AI; min iOS 16: Core ML), then the others, oldest tier first."""
+    formats = {a.name: a.format for a in artifacts}
+    floor = {r.artifact: os_floor(formats[r.artifact], platform) for r in recommendations if r.artifact in formats}
+    known = [r for r in recommendations if r.artifact in floor]
+    reached = [r for r in known if floor[r.artifact] <= min_os]
+    first = max(reached, key=lambda r: floor[r.artifact], default=None)
+    return ([first] if first else []) + sorted((r for r in known if r is not first), key=lambda r: floor[r.artifact])
+
+
+def shipped(artifacts: list[Artifact], recommended: list[str]) -> list[Artifact]:
+    """The files a bundle carries: those whose verdict passed, the recommended ones first, in order (bench
     recommends a "too few images" file only when nothing passed; it is carried then, and says so)."""
-    passed = [a for a in artifacts if a.passed or (a.name == recommended and a.parity.status == TOO_FEW)]
-    return sorted(passed, key=lambda a: a.name != recommended)
+    passed = [a for a in artifacts if a.passed or (a.name in recommended and a.parity.status == TOO_FEW)]
+    return sorted(passed, key=lambda a: recommended.index(a.name) if a.name in recommended else len(recommended))
 
 
 def _link_or_copy(src: str, dst: str) -> str:
@@ -93,23 +134,36 @@ def _runs_on(artifact: Artifact) -> str:
     return "CPU/GPU" if artifact.precision != "fp16" else "CPU/GPU (GPU delegates compute in fp16)"
 
 
-def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_out: list[Artifact],
-                recommendation: tuple[str, str] | None) -> str:
+def _recommendation_lines(recommendations: list[Recommendation], files: list[Artifact], platform: str,
+                          min_os: int) -> list[str]:
+    """'Recommended: ...' for the app's minimum OS, then 'Recommended on iOS 27+ ...' for each newer tier."""
+    by_name = {a.name: a for a in files}
+    lines = []
+    for rec in recommendations:
+        artifact = by_name[rec.artifact]
+        tier = os_floor(artifact.format, platform)
+        lead = "Recommended" if tier <= min_os and not lines else f"Recommended on {rec.runs_on or artifact.format}"
+        lines.append(f"{lead}: `{Path(artifact.path).name}` ({artifact.precision}) — {rec.reason}.")
+    return lines
+
+
+def readme_text(platform: str, manifest: ExportManifest, files: list[Artifact], left_out: list[Artifact],
+                recommendations: list[Recommendation], min_os: int) -> str:
     model = manifest.model
     height, width = model.get("image_size", [0, 0])
-    lines = [f"# {module.TITLE} bundle", "",
+    lines = [f"# {platform_title(platform)} bundle", "",
              f"Classes: {', '.join(model.get('labels', []))}. Input: {height}x{width} RGB pixels 0..255 "
              "(the model normalises internally).", ""]
-    if recommendation and files and files[0].name == recommendation[0]:
-        lines += [f"Recommended: `{Path(files[0].path).name}` ({files[0].precision}) — {recommendation[1]}.", ""]
+    if recommendations:
+        lines += [*_recommendation_lines(recommendations, files, platform, min_os), ""]
     elif files:
         lines += ["No file is recommended yet: run `pocketml bench` and package again to choose one.", ""]
     else:
-        lines += ["No file of this format passed validation; see the export manifest for why.", ""]
+        lines += ["No file of this platform's formats passed validation; see the export manifest for why.", ""]
     if files:
-        lines += ["| file | precision | size | verdict vs Keras | runs on |", "|---|---|---|---|---|"]
-        lines += [f"| `{Path(a.path).name}` | {a.precision} | {_size(a)} | {_verdict(a)} | {_runs_on(a)} |"
-                  for a in files]
+        lines += ["| file | precision | size | OS | verdict vs Keras | runs on |", "|---|---|---|---|---|---|"]
+        lines += [f"| `{Path(a.path).name}` | {a.precision} | {_size(a)} | {format_module(a.format).RUNS_ON} "
+                  f"| {_verdict(a)} | {_runs_on(a)} |" for a in files]
         lines.append("")
     for artifact in left_out:
         why = artifact.reason if artifact.status != EXPORTED else artifact.parity.reason
@@ -120,31 +174,49 @@ def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_ou
             line += (f" It is the strict integer-only file (NPU, DSP, Edge TPU): the export keeps it at "
                      f"`{artifact.path}` for accelerators that need one.")
         lines.append(line)
-    if files:
-        file = Path(files[0].path).name
-        lines += ["", module.SNIPPET.format(file=file, class_name=Path(file).stem.replace("-", "_"),
-                                            height=height, width=width)]
+    lines += _snippets(platform, files, height, width)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_bundle(folder: Path, export_dir: Path, module, manifest: ExportManifest, artifacts: list[Artifact],
-                 recommendation: tuple[str, str] | None) -> list[Artifact]:
+def _snippets(platform: str, files: list[Artifact], height: int, width: int) -> list[str]:
+    """Each format's usage code for this platform, with its first (recommended) file; a heading per
+    format when the bundle has several."""
+    first_of = {a.format: Path(a.path).name for a in reversed(files)}
+    formats = list(dict.fromkeys(a.format for a in files))
+    lines = []
+    for fmt in formats:
+        module, file = format_module(fmt), first_of[fmt]
+        snippet = module.SNIPPETS.get(platform)
+        if snippet is None:
+            continue
+        lines += ["", f"## {module.TITLE}"] if len(formats) > 1 else []
+        lines += ["", snippet.format(file=file, class_name=Path(file).stem.replace("-", "_"), height=height, width=width)]
+    return lines
+
+
+def write_bundle(folder: Path, export_dir: Path, platform: str, manifest: ExportManifest, artifacts: list[Artifact],
+                 recommendations: list[Recommendation]) -> list[Artifact]:
     """One platform's bundle in `folder`; returns the files it carries."""
-    files = shipped(artifacts, recommendation[0] if recommendation else None)
+    min_os = platform_min_os(platform, manifest.model)
+    recs = [r for r in ranked(recommendations, artifacts, platform, min_os)
+            if any(a.name == r.artifact and (a.passed or a.parity.status == TOO_FEW) for a in artifacts)]
+    files = shipped(artifacts, [r.artifact for r in recs])
     folder.mkdir(parents=True)
     for artifact in files:
         link_into_bundle(export_dir / artifact.path, folder / Path(artifact.path).name)
-    if module.LABELS_BESIDE and files:
+    if any(format_module(a.format).LABELS_BESIDE for a in files):
         write_labels(folder / LABELS_FILE, tuple(manifest.model.get("labels", ())))
-    recommended = recommendation[0] if recommendation and files and files[0].name == recommendation[0] else None
+    tier = os_floor(manifest.by_name(recs[0].artifact).format, platform) if recs else None
+    first = recs[0] if tier is not None and tier <= min_os else None
     spec_keys = ("labels", "image_size", "color_order", "input_range", "normalization", "backbone", "source_sha256")
     atomic_write_json(folder / BUNDLE_MANIFEST, {
         "model": {k: manifest.model[k] for k in spec_keys if k in manifest.model},
-        "recommended": recommended,
+        "recommended": first.artifact if first else None,  # the file for the app's minimum OS
+        "recommendations": [{"artifact": r.artifact, "runs_on": r.runs_on, "reason": r.reason} for r in recs],
         "files": [entry(a) for a in files],
     })
     left_out = [a for a in artifacts if a not in files]
-    atomic_write_text(folder / README, readme_text(module, manifest, files, left_out, recommendation))
+    atomic_write_text(folder / README, readme_text(platform, manifest, files, left_out, recs, min_os))
     return files
 
 
@@ -152,21 +224,19 @@ def package(export_dir: str | Path, out_dir: str | Path, bench_dir: str | Path |
     """Bundles for every platform the export has files for, in `out_dir`; returns platform -> file names."""
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     manifest = ExportManifest.load(export_dir)
-    recommendations = recommended_names(bench_dir)
-    by_format: dict[str, list[Artifact]] = {}
-    for artifact in manifest.artifacts:
-        by_format.setdefault(artifact.format, []).append(artifact)
+    recommendations = recommendations_by_platform(bench_dir)
     contents: dict[str, list[str]] = {}
     with atomic_output(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        for fmt, artifacts in by_format.items():
-            module = format_module(fmt)
-            files = write_bundle(tmp / module.PLATFORM, export_dir, module, manifest, artifacts,
-                                 recommendations.get(module.PLATFORM))
-            contents[module.PLATFORM] = [Path(a.path).name for a in files]
+        for platform, artifacts in bundle_artifacts(manifest, recommendations).items():
+            if platform == web_bundle.PLATFORM:  # the browser's bundle carries a runtime and a page: its own writer
+                continue
+            files = write_bundle(tmp / platform, export_dir, platform, manifest, artifacts,
+                                 recommendations.get(platform, []))
+            contents[platform] = [Path(a.path).name for a in files]
         contents.update(web_bundle.web_bundles(tmp, export_dir, manifest, recommendations))
     print_table(f"package → {out_dir}", ("bundle", "files", "recommended"),
-                [(out_dir / platform, len(files), (recommendations.get(platform) or ("-",))[0])
+                [(out_dir / platform, len(files), ", ".join(r.artifact for r in recommendations.get(platform, [])) or "-")
                  for platform, files in contents.items()])
     empty = [p for p, files in contents.items() if not files]
     if empty:

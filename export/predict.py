@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 from pocketml.export import safe_load
-from pocketml.export.registry import format_module, format_of_path
+from pocketml.export.registry import format_module, format_names, format_of_path
 
 from pocketml.artifact import MANIFEST_FILE, ExportManifest, file_problem
 from pocketml.dataset import is_image_file, load_image
@@ -93,7 +93,8 @@ def load(
     """The model file at `path` with its labels, ready to classify images."""
     path = Path(path)
     if not path.exists():
-        raise PocketMLError(f"model {path} does not exist; give a .tflite, .onnx, .mlpackage, .keras or .h5 model")
+        suffixes = ", ".join(format_module(name).SUFFIX for name in format_names())
+        raise PocketMLError(f"model {path} does not exist; give a {suffixes}, .keras or .h5 model")
     if is_keras_source(path):
         from pocketml.export import keras_model
 

@@ -21,13 +21,15 @@ FORMAT = "tflite"
 SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8", "int8-uint8io")
 NEEDS_CALIBRATION = frozenset({"int8", "int8-uint8io"})
-PLATFORM = "android"
-TITLE = "Android (TFLite / LiteRT)"
+PLATFORMS = ("android",)
+RUNS_ON = "Android (LiteRT, MediaPipe Tasks)"
+MIN_OS = 0
+TITLE = "TFLite / LiteRT"
 LABELS_BESIDE = True  # the metadata carries them too, but plain Interpreter users read labels.txt
 RUNTIME = "LiteRT Interpreter(num_threads=N) with its default XNNPACK delegate (Android's CPU path)"
 THREADED = True  # its runtime takes a CPU thread count (bench times each count)
 RUNTIME_MODULE = "ai_edge_litert.interpreter"
-SNIPPET = """```kotlin
+SNIPPETS = {"android": """```kotlin
 // build.gradle: implementation("org.tensorflow:tensorflow-lite-task-vision:0.4.4")
 import org.tensorflow.lite.support.image.TensorImage
 import org.tensorflow.lite.task.vision.classifier.ImageClassifier
@@ -36,7 +38,7 @@ val classifier = ImageClassifier.createFromFile(context, "{file}")  // copy into
 val results = classifier.classify(TensorImage.fromBitmap(bitmap))  // labels come from the file's metadata
 val best = results[0].categories.maxByOrNull {{ it.score }}
 Log.i("pocketml", "${{best?.label}} ${{best?.score}}")
-```"""
+```"""}  # usage code per platform for the bundle README
 
 NOTES = {
     "fp16": "fp16 weights; runs in fp32 on CPU and fp16 on the GPU delegate",
@@ -252,6 +254,10 @@ def load(path: str | Path, threads: int | None = None) -> TFLitePredictor:
     if not path.is_file():
         raise PocketMLError(f"{path} does not exist; give a .tflite file written by `pocketml export`")
     return TFLitePredictor(path, threads)
+
+
+def unavailable() -> str | None:
+    return None  # its converter and runtime are pocketml's own dependencies
 
 
 def latency_unavailable() -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pocketml.artifact import Artifact, ExportManifest
+from pocketml.artifact import Artifact, ExportManifest, Recommendation
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text
 from pocketml.spec import LABELS_FILE, write_labels
@@ -242,14 +242,14 @@ def chosen(manifest: ExportManifest, recommendation: tuple[str, str] | None) -> 
 def write_web_bundle(folder: Path, export_dir: Path, manifest: ExportManifest,
                      recommendation: tuple[str, str] | None) -> list[str]:
     """BUNDLES_DIR/web/ in `folder` (inside package's atomic output); returns the model files it carries."""
-    from pocketml.export.package import place
+    from pocketml.export.package import link_into_bundle
 
     artifact, reason = chosen(manifest, recommendation)
     folder.mkdir(parents=True)
     atomic_write_text(folder / "README.md", readme(manifest, artifact, reason))
     if artifact is None:
         return []
-    place(export_dir / artifact.path, folder / Path(artifact.path).name)
+    link_into_bundle(export_dir / artifact.path, folder / Path(artifact.path).name)
     copy_runtime(artifact.format, folder)
     for name in ASSETS:
         (folder / name).write_text(asset_text(name), encoding="utf-8")
@@ -259,10 +259,10 @@ def write_web_bundle(folder: Path, export_dir: Path, manifest: ExportManifest,
 
 
 def web_bundles(out: Path, export_dir: Path, manifest: ExportManifest,
-                recommendations: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+                recommendations: dict[str, list[Recommendation]]) -> dict[str, list[str]]:
     """{"web": files} with BUNDLES_DIR/web/ written when bench judged files in a browser and recommended
     one (`pocketml bench --device web`); {} otherwise: a web bundle ships only a file proven there."""
-    recommendation = recommendations.get(PLATFORM)
-    if recommendation is None:
+    chosen_one = next(iter(recommendations.get(PLATFORM) or ()), None)
+    if chosen_one is None:
         return {}
-    return {PLATFORM: write_web_bundle(out / PLATFORM, export_dir, manifest, recommendation)}
+    return {PLATFORM: write_web_bundle(out / PLATFORM, export_dir, manifest, (chosen_one.artifact, chosen_one.reason))}

@@ -246,11 +246,18 @@ def file_problem(export_dir: Path, artifact: Artifact) -> str | None:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The file to ship on one platform (artifact None: nothing qualified, and why)."""
+    """The file to ship on one platform, for the devices `runs_on` names (iOS: one for Core ML's
+    iOS 16+, one for Core AI's iOS 27+); artifact None: nothing qualified, and why."""
 
     platform: str
     artifact: str | None  # Artifact.name
     reason: str
+    runs_on: str = ""  # empty in recommendations written before platforms had OS tiers
+
+    @property
+    def label(self) -> str:
+        """How bench's report names it: the platform and which devices the file is for."""
+        return f"{self.platform} ({self.runs_on})" if self.runs_on else self.platform
 
 
 def save_recommendations(bench_dir: str | Path, recommendations: list[Recommendation]) -> Path:

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from pocketml.benchmarks.devices import DeviceRun, DeviceStatus, cache_dir
 from pocketml.benchmarks.devices.chromium import BrowserError, Chromium, chromium_path, chromium_version
-from pocketml.benchmarks.latency import summary_ms
 from pocketml.export import web_bundle
 from pocketml.export.serve import serving
 
 from pocketml.console import console
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_json
+from pocketml.latency import summary_ms
 
 KIND = "web"
 VARIANTS = ("chromium",)

@@ -13,7 +13,7 @@ from pocketml.spec import Normalization, requested_normalization
 ONNX_OPSETS = range(13, 19)
 ONNX_OPSET = 17  # the default: ONNX Runtime Mobile and every current runtime execute it
 # Oldest iOS a Core ML package may target; iOS16 is the first whose Core ML runs compressed weights.
-COREML_TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26")
+COREML_TARGETS = ("iOS16", "iOS17", "iOS18", "iOS26", "iOS27")
 COREML_TARGET = "iOS16"
 
 

@@ -17,7 +17,7 @@ def rungs(tmp_path_factory, photos_dir):
     """{rung name: Built} of the int8 ladder's first and last rungs, written into an export dir."""
     from pocketml.export.exporter import model_record
     from pocketml.export.quantization import tflite as ladder
-    from pocketml.export.source import load_source
+    from pocketml.export.model_source import load_source
 
     from pocketml.configs.export import ExportConfig
 

@@ -1,0 +1,195 @@
+"""Core AI export: an `.aimodel` asset for iOS / macOS 27+, Apple's successor runtime to Core ML.
+
+Apple's conversion path, measured here: the classifier (export/graph.py: float32 [1,H,W,3] RGB 0..255
+in, normalisation inside, probabilities out) is saved as a .keras file and converted in a child
+interpreter on Keras' torch backend (export/coreai_convert.py: torch.export -> coreai-torch). Labels,
+the spec and the precision travel in the asset's creator-defined metadata (metadata.json).
+
+The verdict on Linux comes from the runtime bundled in the `coreai-core` wheel (`coreai.runtime`, a
+CPU build of Core AI with Swift's Linux runtime), not from the iOS 27 framework, which picks CPU, GPU
+or Neural Engine when it loads the file. Everything Core AI needs is the optional extra
+`pocketml[coreai]`, imported only when a Core AI file is converted or run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
+
+from pocketml.errors import PocketMLError
+from pocketml.spec import ModelSpec
+
+FORMAT = "coreai"
+SUFFIX = ".aimodel"
+PRECISIONS = ("fp32", "fp16")
+NEEDS_CALIBRATION: frozenset[str] = frozenset()
+PLATFORMS = ("ios",)
+RUNS_ON = "iOS 27+, macOS 27+ (Core AI)"
+MIN_OS = 27
+TITLE = "Core AI"
+LABELS_BESIDE = False  # the asset's metadata.json carries them
+RUNTIME = ("coreai.runtime from the coreai-core wheel: on Linux its bundled CPU build of Core AI "
+           "(the iOS 27 framework picks CPU, GPU or Neural Engine itself)")
+THREADED = False  # the runtime takes no thread count
+RUNTIME_MODULE = "coreai.runtime"
+SNIPPETS = {"ios": """```swift
+import CoreAI
+
+// iOS 27+ / macOS 27+: add {file} to the app target (Xcode needs its Metal toolchain to build it).
+let url = Bundle.main.url(forResource: "{file}", withExtension: nil)!
+let model = try await AIModel(contentsOf: url)  // specialised for this device's CPU, GPU or Neural Engine
+guard let classify = try model.loadFunction(named: "main") else {{ fatalError("{file} has no main function") }}
+// pixels: an NDArray [1, {height}, {width}, 3] of RGB 0..255 (Float32; Float16 for the fp16 file), the
+// model normalises internally. Output "probabilities" [1, classes], in the order of the labels in
+// the file's metadata.json (creatorDefinedMetadata "pocketml.labels").
+let outputs = try await classify.run(inputs: ["image": pixels])
+```"""}  # AIModel(contentsOf:), loadFunction(named:), run(inputs:) as Apple's Core AI reference documents them
+
+EXTRA = "pip install 'pocketml[coreai]'"
+CHILD_MODULE = "pocketml.export.coreai_convert"
+FUNCTION = "main"  # the converter's one entry point
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+META_LABELS = "pocketml.labels"
+META_PRECISION = "pocketml.precision"
+META_INPUT = "pocketml.input"
+CHILD_TIMEOUT_S = 1800  # a conversion child that hangs is stopped (the variant fails, the others go on)
+
+
+def unavailable() -> str | None:
+    """Why Core AI files cannot be made or run here (None: they can)."""
+    import importlib.util
+
+    missing = [m for m in ("coreai", "coreai_torch", "coreai_opt", "torch") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"Core AI needs the optional extra: {EXTRA} (missing {', '.join(missing)})"
+    return None
+
+
+def require() -> None:
+    why = unavailable()
+    if why:
+        raise PocketMLError(why)
+
+
+def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray | None) -> list[str]:
+    """Write `model` as an .aimodel of `precision` to `out_path`; returns notes for the user."""
+    if precision not in PRECISIONS:
+        raise PocketMLError(f"unknown Core AI precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
+    require()
+    if any(type(layer).__name__ == "SavedModelSignature" for layer in model.layers):
+        raise PocketMLError("Core AI converts through Keras on the torch backend, where a TensorFlow SavedModel "
+                            "cannot run; export the model's .keras (or .h5) file instead")
+    with tempfile.TemporaryDirectory(prefix="pocketml-coreai-") as work:
+        work = Path(work)
+        asset = work / f"model{SUFFIX}"  # the converter insists on the suffix; atomic_output's path has it too
+        convert_in_child(model, spec, work, [(precision, asset)])
+        os.replace(asset, out_path)
+    if precision == "fp16":
+        return ["coreai fp16: weights, compute, input and output in float16 (pixels 0..255 are exact in float16)"]
+    return []
+
+
+def convert_in_child(model, spec: ModelSpec, work: Path, outputs: list[tuple[str, Path]]) -> None:
+    """Save `model` as .keras under `work` and convert it to each (variant, path) in one child."""
+    keras_file = work / "classifier.keras"
+    model.save(keras_file)
+    request = work / "request.json"
+    request.write_text(json.dumps({
+        "model": str(keras_file),
+        "size": list(spec.image_size),
+        "metadata": {"description": f"pocketml image classifier: {', '.join(spec.labels)}",
+                     META_LABELS: list(spec.labels), META_SPEC: json.dumps(spec.to_dict())},
+        "outputs": [(variant, str(path)) for variant, path in outputs],
+    }))
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    done = subprocess.run([sys.executable, "-m", CHILD_MODULE, str(request)], env=env, capture_output=True,
+                          text=True, encoding="utf-8", errors="replace", timeout=CHILD_TIMEOUT_S)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(f"Core AI conversion failed in its torch-backend child (exit {done.returncode}): "
+                           f"{lines[-1] if lines else 'no message'}")
+
+
+def read_metadata(path: Path) -> dict:
+    """The asset's creator-defined metadata (pocketml's keys), read from its metadata.json."""
+    file = Path(path) / "metadata.json"
+    if not Path(path).is_dir() or not file.is_file():
+        raise PocketMLError(f"{path} is not a Core AI asset (a .aimodel folder with metadata.json)")
+    try:
+        return json.loads(file.read_text(encoding="utf-8")).get("creatorDefinedMetadata") or {}
+    except json.JSONDecodeError as exc:
+        raise PocketMLError(f"{file} is not valid JSON ({exc.msg})") from None
+
+
+def read_spec(path: Path) -> ModelSpec:
+    metadata = read_metadata(path)
+    return spec_from_metadata({k: v for k, v in metadata.items() if isinstance(v, str)}, path)
+
+
+def read_labels(path: Path) -> tuple[str, ...] | None:
+    labels = read_metadata(path).get(META_LABELS)
+    return tuple(labels) if labels else None
+
+
+def read_precision(path: Path) -> str | None:
+    return read_metadata(path).get(META_PRECISION)
+
+
+def latency_unavailable() -> str | None:
+    return unavailable()
+
+
+class CoreAIPredictor:
+    """An .aimodel run by coreai.runtime; see export/predictor.py for the contract. The asset is
+    compiled once (the runtime's `executable()`), on an event loop of its own that every call reuses."""
+
+    def __init__(self, path: Path) -> None:
+        require()
+        from coreai.authoring.asset import AIModelAsset
+
+        self.spec = read_spec(path)
+        self.name = f"{FORMAT}-{read_precision(path) or Path(path).stem}"
+        self.input_size = tuple(self.spec.image_size)
+        self._loop = asyncio.new_event_loop()
+        self._executable = AIModelAsset.load(Path(path)).executable()
+        model = self._loop.run_until_complete(self._executable.__aenter__())
+        self._function = model.load_function(FUNCTION)
+        self._dtype = self._input_dtype(path)
+
+    def _input_dtype(self, path: Path) -> np.dtype:
+        """float32 for the fp32 asset; the fp16 cast pass made every other asset's input float16."""
+        return np.dtype(np.float32) if read_precision(path) == "fp32" else np.dtype(np.float16)
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        from coreai.runtime import NDArray
+
+        outputs = self._loop.run_until_complete(self._function({INPUT_NAME: NDArray(image)}))
+        return outputs[OUTPUT_NAME].numpy().astype(np.float32)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = check_images(images, self.input_size).astype(self._dtype)
+        return np.concatenate([self._run(images[i : i + 1]) for i in range(len(images))]) if len(images) else \
+            np.zeros((0, len(self.spec.labels)), np.float32)
+
+    def invoker(self, image: np.ndarray):
+        prepared = check_images(image, self.input_size).astype(self._dtype)
+        return lambda: self._run(prepared)
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._executable.__aexit__(None, None, None))
+            self._loop.close()
+
+
+def load(path: Path, threads: int | None = None) -> CoreAIPredictor:
+    """A Predictor for an .aimodel (`threads` is not a setting of the Core AI runtime)."""
+    return CoreAIPredictor(Path(path))
