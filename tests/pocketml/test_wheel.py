@@ -49,7 +49,9 @@ def fresh_venv(tmp_path_factory, wheel: Path) -> Path:
                    check=True, capture_output=True, text=True)
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Every site-packages this interpreter sees (a venv's own, or those a .pth line adds to it).
+    dependencies = [p for p in sys.path if p.endswith("site-packages")] or [sysconfig.get_paths()["purelib"]]
+    (Path(site) / "dependencies.pth").write_text("\n".join(dependencies) + "\n")
     return venv
 
 
