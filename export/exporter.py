@@ -20,14 +20,13 @@ from pocketml.export.keras_model import KerasPredictor
 from pocketml.export.model_source import ModelSource, load_source
 from pocketml.export.registry import Converted, check_formats, format_module, format_names
 
-from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, Parity
+from pocketml.artifact import EXPORTED, FAILED, PRECISIONS, Artifact, ExportManifest, ModelRecord, Parity
 from pocketml.config import from_settings
 from pocketml.configs.export import ExportConfig
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import ImageSet, choose_images, load_images
 from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import atomic_output, sha256_file, tree_bytes
-from pocketml.spec import ModelSpec
 
 ARTIFACT_STEM = "model"  # tflite/model-fp16.tflite: stable names bench, package and apps rely on
 
@@ -121,21 +120,10 @@ def export_variant(
     return artifact
 
 
-def model_record(source: ModelSource, config: ExportConfig) -> dict:
+def model_record(source: ModelSource, config: ExportConfig) -> ModelRecord:
     """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
-    return {
-        **source.spec.to_dict(),
-        "source": str(source.path.resolve()) if source.path else None,  # None: a keras.Model from Python
-        "notes": source.notes,
-        "minimum_deployment_target": config.minimum_deployment_target,
-        "opset": config.opset,
-    }
-
-
-def spec_from_record(model: dict) -> ModelSpec:
-    """The ModelSpec inside a manifest's `model` entry (its extra keys: source, notes...)."""
-    fields = set(ModelSpec.__dataclass_fields__)
-    return ModelSpec.from_dict({k: v for k, v in model.items() if k in fields})
+    return ModelRecord(source.spec, str(source.path.resolve()) if source.path else None, list(source.notes),
+                       config.minimum_deployment_target, config.opset)
 
 
 def image_sets(config: ExportConfig) -> tuple[ImageSet | None, ImageSet | None]:

@@ -90,9 +90,9 @@ def _runs_on(artifact: Artifact) -> str:
 def readme_text(module, manifest: ExportManifest, files: list[Artifact], left_out: list[Artifact],
                 recommendation: tuple[str, str] | None) -> str:
     model = manifest.model
-    height, width = model.get("image_size", [0, 0])
+    height, width = model.image_size
     lines = [f"# {module.TITLE} bundle", "",
-             f"Classes: {', '.join(model.get('labels', []))}. Input: {height}x{width} RGB pixels 0..255 "
+             f"Classes: {', '.join(model.labels)}. Input: {height}x{width} RGB pixels 0..255 "
              "(the model normalises internally).", ""]
     if recommendation and files and files[0].name == recommendation[0]:
         lines += [f"Recommended: `{Path(files[0].path).name}` ({files[0].precision}) — {recommendation[1]}.", ""]
@@ -129,11 +129,11 @@ def write_bundle(folder: Path, export_dir: Path, module, manifest: ExportManifes
     for artifact in files:
         link_into_bundle(export_dir / artifact.path, folder / Path(artifact.path).name)
     if module.LABELS_BESIDE and files:
-        write_labels(folder / LABELS_FILE, tuple(manifest.model.get("labels", ())))
+        write_labels(folder / LABELS_FILE, manifest.model.labels)
     recommended = recommendation[0] if recommendation and files and files[0].name == recommendation[0] else None
     spec_keys = ("labels", "image_size", "color_order", "input_range", "normalization", "backbone", "source_sha256")
     atomic_write_json(folder / BUNDLE_MANIFEST, {
-        "model": {k: manifest.model[k] for k in spec_keys if k in manifest.model},
+        "model": {k: v for k, v in manifest.model.spec.to_dict().items() if k in spec_keys},
         "recommended": recommended,
         "files": [entry(a) for a in files],
     })
