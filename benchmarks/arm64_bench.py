@@ -89,7 +89,7 @@ def recount(export_dir: Path, rows: list[dict]) -> dict[str, float]:
 def rows_size(export_dir: Path) -> tuple[int, int]:
     from pocketml.artifact import ExportManifest
 
-    return tuple(ExportManifest.load(export_dir).model["image_size"])
+    return tuple(ExportManifest.load(export_dir).model.image_size)
 
 
 def model_figures(name: str, export_dir: Path) -> dict:

@@ -31,6 +31,7 @@ from pocketml.artifact import (
     SKIPPED,
     Artifact,
     ExportManifest,
+    ModelRecord,
     Parity,
     save_recommendations,
 )
@@ -39,7 +40,7 @@ from pocketml.console import library_output, progress
 from pocketml.dataset import ImageSet, evaluation_set, load_images, readable_images
 from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import sha256_file, tree_bytes
-from pocketml.spec import Normalization
+from pocketml.spec import ModelSpec
 
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "coremltools", "numpy")
 KERAS_RUNTIME = "TensorFlow/Keras, model called eagerly through its Predictor (TensorFlow's own thread pool)"
@@ -66,7 +67,7 @@ def check_devices(config: BenchConfig) -> None:
 
 def keras_path(export_dir: Path, manifest: ExportManifest, config: BenchConfig) -> Path | None:
     """The Keras original: the config's, else the manifest's model.source (relative to the export dir)."""
-    given = config.keras_model or manifest.model.get("source")
+    given = config.keras_model or manifest.model.source
     if not given:
         return None
     path = Path(given)
@@ -142,7 +143,7 @@ class Bench:
 
     def __init__(self, export_dir: Path, manifest: ExportManifest, config: BenchConfig):
         self.export_dir, self.manifest, self.config = export_dir, manifest, config
-        self.size = tuple(int(x) for x in manifest.model["image_size"])
+        self.size = manifest.model.image_size
         self.image = latency_image(manifest, self.size)  # batch 1: one camera frame
         self.macs: int | None = None
         self.params: int | None = None
@@ -173,8 +174,7 @@ class Bench:
             from pocketml.export.keras_model import load_keras_predictor
 
             # The original as export shaped it, preprocessing export added included (what the files run).
-            normalization = Normalization.from_dict(self.manifest.model.get("normalization") or {})
-            predictor = self.keras_predictor = load_keras_predictor(path, self.size, normalization)
+            predictor = self.keras_predictor = load_keras_predictor(path, self.size, self.manifest.model.normalization)
             self.macs, self.params = cost.count_macs(predictor.model), cost.count_params(predictor.model)
         except Exception as exc:  # a broken original is a row with a reason; artifacts are still measured
             row.update(status=FAILED, reason=reason_of(exc))
@@ -281,9 +281,7 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
     config = config or BenchConfig()
     check_devices(config)
     export_dir = Path(export_dir)
-    manifest = ExportManifest.load(export_dir)
-    if "labels" not in manifest.model or "image_size" not in manifest.model:
-        raise PocketMLError(f"{export_dir}/manifest.json has no model labels/image_size; re-run `pocketml export`")
+    manifest = ExportManifest.load(export_dir)  # its model record has labels and an image size, or it is refused
     return measure(export_dir, manifest, Path(out_dir), config, str(export_dir))
 
 
@@ -334,8 +332,8 @@ def files_manifest(paths: list[Path], labels: str | Path | None, reference: str 
                                   bytes=tree_bytes(path)))
     if len({a.name for a in artifacts}) < len(artifacts):
         raise PocketMLError("two files have the same format and precision; bench them separately")
-    model = {"labels": list(names.pop()), "image_size": list(sizes.pop()),
-             "source": str(Path(reference).resolve()) if reference is not None else None}
+    spec = ModelSpec(labels=tuple(names.pop()), image_size=tuple(sizes.pop()))
+    model = ModelRecord(spec, str(Path(reference).resolve()) if reference is not None else None)
     return ExportManifest(model=model, artifacts=artifacts), models
 
 
@@ -354,7 +352,7 @@ def judge_files(manifest: ExportManifest, models: dict, evaluation: ImageSet, re
     from pocketml.export.judge import accuracy, artifact_verdict, judge_for, label_indices
     from pocketml.export.keras_model import load_keras_predictor
 
-    size, classes = tuple(manifest.model["image_size"]), list(manifest.model["labels"])
+    size, classes = manifest.model.image_size, list(manifest.model.labels)
     pairs = list(zip(manifest.artifacts, models.values(), strict=True))
     if reference is not None:
         judge = judge_for(evaluation, load_keras_predictor(reference, size), classes)

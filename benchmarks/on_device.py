@@ -179,7 +179,7 @@ def device_judge(manifest: ExportManifest, keras_predictor, size: tuple[int, int
     paths = [p for p in image_set.paths if p.is_file()]
     if not paths:
         return None
-    classes = list(manifest.model["labels"])
+    classes = list(manifest.model.labels)
     if keras_predictor is not None:  # the images the host verdict rests on: held out, then agreement-only
         return judge_for(image_set, keras_predictor, classes, agreement_for(manifest, None, image_set))
     return Judge(load_images(paths, size), None, label_indices(image_set.labels, classes), str(image_set.source))

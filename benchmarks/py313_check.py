@@ -89,13 +89,22 @@ def debian_root(root: Path) -> None:
     run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(root), "http://deb.debian.org/debian"])
 
 
-def mounted(root: Path) -> None:
-    """/dev and /proc inside the root (pip and Python need them); the host's CA bundle and DNS."""
+def mount(root: Path) -> list[Path]:
+    """/dev and /proc inside the root (pip and Python need them), the host's CA bundle and DNS; returns
+    the mounts made here, for `unmount`."""
+    made = []
     for target, args in ((root / "dev", ["--bind", "/dev"]), (root / "proc", ["-t", "proc", "proc"])):
         if not os.path.ismount(target):
             run(["mount", *args, str(target)])
+            made.append(target)
     shutil.copy(CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    return made
+
+
+def unmount(targets: list[Path]) -> None:
+    for target in reversed(targets):
+        run(["umount", str(target)])
 
 
 def wheel(out: Path) -> Path:
@@ -116,39 +125,47 @@ def main() -> None:
                         help="where the Debian 13 root is made and kept")
     parser.add_argument("--venv", default="/opt/pocketml-venv", help="the venv's path inside the root (kept)")
     args = parser.parse_args()
-    venv = args.venv
     if os.geteuid() != 0:
         sys.exit("run as root: debootstrap, mount and chroot need it")
     steps, started = {}, time.perf_counter()
     debian_root(args.root)
-    mounted(args.root)
     steps["debian_root_s"] = round(time.perf_counter() - started, 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        built = wheel(Path(tmp))
-        shutil.copy(built, args.root / "opt" / built.name)
-    started = time.perf_counter()
-    if not (args.root / venv.lstrip("/") / "pyvenv.cfg").exists():  # bin/python links into the root
-        chroot(args.root, "/usr/bin/python3.13", "-m", "venv", venv)
-    chroot(args.root, f"{venv}/bin/pip", "install", "-q", "--force-reinstall", "--no-deps", f"/opt/{built.name}")
-    chroot(args.root, f"{venv}/bin/pip", "install", "-q", f"/opt/{built.name}")
-    steps["install_s"] = round(time.perf_counter() - started, 1)
-    versions = chroot(args.root, f"{venv}/bin/python", "-c",
-                      "import sys, importlib.metadata as m; print(sys.version.split()[0], *(m.version(p) for p in "
-                      "('tensorflow-cpu', 'keras', 'ai-edge-litert', 'onnxruntime', 'coremltools', 'tf2onnx')))",
-                      capture=True).stdout.split()
-    work = args.root / "opt" / "smoke"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "smoke.py").write_text(SMOKE)
-    smoke = chroot(args.root, f"{venv}/bin/python", "/opt/smoke/smoke.py", "/opt/smoke", capture=True)
-    print(smoke.stdout[-4000:], smoke.stderr[-4000:], sep="\n")
-    found = json.loads(next(line for line in smoke.stdout.splitlines() if line.startswith("SMOKE "))[6:])
+    mounts = mount(args.root)
+    try:
+        found, versions = smoke(args.root, args.venv, steps)
+    finally:
+        unmount(mounts)
     names = ("python", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "coremltools", "tf2onnx")
     ok = set(found["verdicts"]) == {"tflite", "onnx", "coreml"} and set(found["verdicts"].values()) == {"passed"}
     print("RESULT " + json.dumps({"benchmark": "py313_check", "ok": ok, **dict(zip(names, versions, strict=True)),
                                   **found, "steps": {**steps, **found["steps"]}}))
     if not ok:
         sys.exit(1)
+
+
+def smoke(root: Path, venv: str, steps: dict) -> tuple[dict, list[str]]:
+    """Install the wheel into the root's venv and run SMOKE there: (its findings, the library versions)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        built = wheel(Path(tmp))
+        shutil.copy(built, root / "opt" / built.name)
+    started = time.perf_counter()
+    if not (root / venv.lstrip("/") / "pyvenv.cfg").exists():  # bin/python links into the root
+        chroot(root, "/usr/bin/python3.13", "-m", "venv", venv)
+    chroot(root, f"{venv}/bin/pip", "install", "-q", "--force-reinstall", "--no-deps", f"/opt/{built.name}")
+    chroot(root, f"{venv}/bin/pip", "install", "-q", f"/opt/{built.name}")
+    steps["install_s"] = round(time.perf_counter() - started, 1)
+    versions = chroot(root, f"{venv}/bin/python", "-c",
+                      "import sys, importlib.metadata as m; print(sys.version.split()[0], *(m.version(p) for p in "
+                      "('tensorflow-cpu', 'keras', 'ai-edge-litert', 'onnxruntime', 'coremltools', 'tf2onnx')))",
+                      capture=True).stdout.split()
+    work = root / "opt" / "smoke"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "smoke.py").write_text(SMOKE)
+    done = chroot(root, f"{venv}/bin/python", "/opt/smoke/smoke.py", "/opt/smoke", capture=True)
+    print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
+    found = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("SMOKE "))[6:])
+    return found, versions
 
 
 if __name__ == "__main__":

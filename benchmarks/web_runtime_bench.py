@@ -79,7 +79,7 @@ def measure(name: str, export_dir: Path) -> dict:
 
     manifest = ExportManifest.load(export_dir)
     paths = ImageSet.from_dict(manifest.images["evaluation"]).paths[:IMAGES]
-    images = load_images(paths, tuple(manifest.model["image_size"]))
+    images = load_images(paths, tuple(manifest.model.image_size))
     artifacts = [manifest.find(fmt, "fp32") for fmt in ("tflite", "onnx")]
     files = [export_dir / a.path for a in artifacts]
     p50s: dict[str, dict[str, list[float]]] = {a.format: {} for a in artifacts}
@@ -96,7 +96,7 @@ def measure(name: str, export_dir: Path) -> dict:
             for key, figures in result.cost["latency"].items():
                 p50s[artifact.format].setdefault(key, []).append(figures["p50_ms"])
                 p90s[artifact.format].setdefault(key, []).append(figures["p90_ms"])
-    row = {"images": len(images), "input": manifest.model["image_size"], "max_abs_diff_vs_host": diffs, "runtimes": {}}
+    row = {"images": len(images), "input": list(manifest.model.image_size), "max_abs_diff_vs_host": diffs, "runtimes": {}}
     for fmt in p50s:
         row["runtimes"][fmt] = {key: {"p50_ms": round(float(np.median(v)), 2),
                                       "p90_ms": round(float(np.median(p90s[fmt][key])), 2),

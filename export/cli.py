@@ -8,11 +8,25 @@ from pathlib import Path
 from pocketml.export.registry import format_names
 
 from pocketml.artifact import PRECISIONS
-from pocketml.configs.export import COREML_TARGET, COREML_TARGETS, ONNX_OPSET, ONNX_OPSETS
+from pocketml.config import Flag, add_flags
+from pocketml.configs.export import COREML_TARGETS, ONNX_OPSETS, ExportConfig
 
-
-def _names(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+# The flags that set ExportConfig fields (type and default come from there); the preprocessing flags,
+# shared with `predict`, are below.
+EXPORT_FLAGS = (
+    Flag("--labels", "labels", "labels, one per line (replaces spec.json's)", "FILE"),
+    Flag("--formats", "formats", f"comma-separated, from {','.join(format_names())} (default: all)"),
+    Flag("--precisions", "precisions", f"comma-separated, from {','.join(PRECISIONS)} (default: all that apply)"),
+    Flag("--calibration", "calibration",
+         "int8 calibration images: the train split of DIR (a folder without splits: any of it)", "DIR"),
+    Flag("--image-size", "image_size", "input size, for models whose input is dynamic", "N|HxW"),
+    Flag("--images", "validation_images", "evaluation images: the test (else val) split of PATH; default: the "
+         "held-out split of --calibration. Without --calibration, PATH's train split calibrates", "PATH"),
+    Flag("--min-ios", "minimum_deployment_target", f"Core ML minimum deployment target: {', '.join(COREML_TARGETS)}",
+         "TARGET"),
+    Flag("--opset", "opset", f"ONNX opset, {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1}"),
+    Flag("--no-validate", "validate", "skip the parity check against the Keras model"),
+)
 
 
 def _add_preprocess_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,24 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("model", type=Path, metavar="MODEL", help=".keras/.h5 file, SavedModel dir, or dir holding model.keras")
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="export directory")
-    export.add_argument("--labels", type=Path, metavar="FILE", help="labels, one per line (replaces spec.json's)")
-    export.add_argument("--formats", default=",".join(format_names()),
-                        help=f"comma-separated; default {','.join(format_names())}")
-    export.add_argument(
-        "--precisions", default="", help=f"comma-separated, from {','.join(PRECISIONS)}; default: all that apply"
-    )
-    export.add_argument("--calibration", type=Path, metavar="DIR",
-                        help="int8 calibration images: the train split of DIR (a folder without splits: any of it)")
-    export.add_argument("--image-size", metavar="N|HxW", help="input size, for models whose input is dynamic")
-    export.add_argument("--images", type=Path, metavar="PATH",
-                        help="evaluation images: the test (else val) split of PATH; default: the held-out split of "
-                        "--calibration. Without --calibration, PATH's train split calibrates")
-    export.add_argument("--min-ios", default=COREML_TARGET, metavar="TARGET",
-                        help=f"the oldest iOS the app supports, {', '.join(COREML_TARGETS)} (default {COREML_TARGET}): "
-                        "Core ML's deployment target, and which iOS file the bundle recommends (iOS27: Core AI)")
-    export.add_argument("--opset", type=int, default=ONNX_OPSET,
-                        help=f"ONNX opset, {ONNX_OPSETS.start}..{ONNX_OPSETS.stop - 1} (default {ONNX_OPSET})")
-    export.add_argument("--no-validate", action="store_true", help="skip the parity check against the Keras model")
+    add_flags(export, ExportConfig, EXPORT_FLAGS)
     export.add_argument("--strict", action="store_true",
                         help="exit 1 when any file failed to convert or is outside tolerance (the others are kept)")
     _add_preprocess_flags(export)
@@ -127,24 +124,11 @@ def run_export(args: argparse.Namespace) -> int:
     from pocketml.export.validate import failures_of
 
     from pocketml.artifact import EXPORTED
-    from pocketml.configs.export import ExportConfig
+    from pocketml.config import from_settings, settings_from_flags
     from pocketml.errors import ValidationFailed
 
-    config = ExportConfig(
-        formats=_names(args.formats),
-        precisions=_names(args.precisions),
-        calibration=args.calibration,
-        image_size=args.image_size,
-        labels=args.labels,
-        minimum_deployment_target=args.min_ios,
-        opset=args.opset,
-        validate=not args.no_validate,
-        validation_images=args.images,
-        preprocess=args.preprocess,
-        mean=args.mean,
-        std=args.std,
-        bgr=args.bgr,
-    )
+    preprocessing = {"preprocess": args.preprocess, "mean": args.mean, "std": args.std, "bgr": args.bgr or None}
+    config = from_settings(ExportConfig, {**settings_from_flags(args, EXPORT_FLAGS), **preprocessing}, "export")
     manifest = export_model(args.model, args.out, config)
     failed = [a for a in manifest.artifacts if a.status != EXPORTED]
     print(f"wrote {len(manifest.artifacts) - len(failed)} artifacts to {args.out} ({len(failed)} failed to convert)")

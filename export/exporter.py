@@ -31,6 +31,7 @@ from pocketml.artifact import (
     SKIPPED,
     Artifact,
     ExportManifest,
+    ModelRecord,
     Parity,
     file_problem,
 )
@@ -40,7 +41,6 @@ from pocketml.console import console, library_output, print_table, progress, ste
 from pocketml.dataset import ImageSet, agreement_set, choose_images, readable_images
 from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import atomic_output, sha256_bytes, sha256_file, tree_bytes
-from pocketml.spec import ModelSpec
 
 ARTIFACT_STEM = "model"  # tflite/model-fp16.tflite: stable names bench, package and apps rely on
 
@@ -143,21 +143,10 @@ def export_variant(
     return artifact
 
 
-def model_record(source: ModelSource, config: ExportConfig) -> dict:
+def model_record(source: ModelSource, config: ExportConfig) -> ModelRecord:
     """The manifest's `model` entry: the spec, where the original is, and how it was exported."""
-    return {
-        **source.spec.to_dict(),
-        "source": str(source.path.resolve()) if source.path else None,  # None: a keras.Model from Python
-        "notes": source.notes,
-        "minimum_deployment_target": config.minimum_deployment_target,
-        "opset": config.opset,
-    }
-
-
-def spec_from_record(model: dict) -> ModelSpec:
-    """The ModelSpec inside a manifest's `model` entry (its extra keys: source, notes...)."""
-    fields = set(ModelSpec.__dataclass_fields__)
-    return ModelSpec.from_dict({k: v for k, v in model.items() if k in fields})
+    return ModelRecord(source.spec, str(source.path.resolve()) if source.path else None, list(source.notes),
+                       config.minimum_deployment_target, config.opset)
 
 
 def image_sets(config: ExportConfig) -> tuple[ImageSet | None, ImageSet | None, ImageSet | None]:
@@ -234,7 +223,7 @@ def export_model(model: str | Path, out_dir: str | Path, config: ExportConfig | 
 def inputs_digest(manifest: ExportManifest, config: ExportConfig) -> str | None:
     """sha256 over what decides every file and verdict: the model (by content), the settings and each
     image (path, size, mtime). None for a keras.Model from Python, which has no content hash to compare."""
-    if not manifest.model.get("source_sha256"):
+    if not manifest.model.spec.source_sha256:
         return None
     settings = {k: v for k, v in asdict(config).items() if k not in ("formats", "precisions")}
     stamps = {}
@@ -242,7 +231,7 @@ def inputs_digest(manifest: ExportManifest, config: ExportConfig) -> str | None:
         for path in (image_set or {}).get("images", []):
             stat = Path(path).stat() if Path(path).exists() else None
             stamps[f"{role}:{path}"] = (stat.st_size, stat.st_mtime_ns) if stat else None
-    record = {"model": manifest.model, "settings": settings, "images": manifest.images, "stamps": stamps,
+    record = {"model": manifest.model.to_dict(), "settings": settings, "images": manifest.images, "stamps": stamps,
               "pocketml": pocketml.__version__}
     return sha256_bytes(json.dumps(record, sort_keys=True, default=str).encode())
 

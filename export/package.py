@@ -150,9 +150,9 @@ def _recommendation_lines(recommendations: list[Recommendation], files: list[Art
 def readme_text(platform: str, manifest: ExportManifest, files: list[Artifact], left_out: list[Artifact],
                 recommendations: list[Recommendation], min_os: int) -> str:
     model = manifest.model
-    height, width = model.get("image_size", [0, 0])
+    height, width = model.image_size
     lines = [f"# {platform_title(platform)} bundle", "",
-             f"Classes: {', '.join(model.get('labels', []))}. Input: {height}x{width} RGB pixels 0..255 "
+             f"Classes: {', '.join(model.labels)}. Input: {height}x{width} RGB pixels 0..255 "
              "(the model normalises internally).", ""]
     if recommendations:
         lines += [*_recommendation_lines(recommendations, files, platform, min_os), ""]
@@ -205,12 +205,12 @@ def write_bundle(folder: Path, export_dir: Path, platform: str, manifest: Export
     for artifact in files:
         link_into_bundle(export_dir / artifact.path, folder / Path(artifact.path).name)
     if any(format_module(a.format).LABELS_BESIDE for a in files):
-        write_labels(folder / LABELS_FILE, tuple(manifest.model.get("labels", ())))
+        write_labels(folder / LABELS_FILE, manifest.model.labels)
     tier = os_floor(manifest.by_name(recs[0].artifact).format, platform) if recs else None
     first = recs[0] if tier is not None and tier <= min_os else None
     spec_keys = ("labels", "image_size", "color_order", "input_range", "normalization", "backbone", "source_sha256")
     atomic_write_json(folder / BUNDLE_MANIFEST, {
-        "model": {k: manifest.model[k] for k in spec_keys if k in manifest.model},
+        "model": {k: v for k, v in manifest.model.spec.to_dict().items() if k in spec_keys},
         "recommended": first.artifact if first else None,  # the file for the app's minimum OS
         "recommendations": [{"artifact": r.artifact, "runs_on": r.runs_on, "reason": r.reason} for r in recs],
         "files": [entry(a) for a in files],

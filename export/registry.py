@@ -102,10 +102,10 @@ def platform_title(platform: str) -> str:
     return PLATFORM_TITLES.get(platform, platform)
 
 
-def platform_min_os(platform: str, model: dict) -> int:
-    """The oldest OS version an app of `platform` supports, as the export recorded it (`--min-ios`
-    for iOS); 0 where the export records none."""
-    target = str(model.get("minimum_deployment_target") or "")
+def platform_min_os(platform: str, model) -> int:
+    """The oldest OS version an app of `platform` supports, as the export recorded it in the manifest's
+    model record (`--min-ios` for iOS); 0 where the export records none."""
+    target = str(model.minimum_deployment_target or "")
     prefix = platform_title(platform)
     return int(target[len(prefix):]) if target.startswith(prefix) and target[len(prefix):].isdigit() else 0
 

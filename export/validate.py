@@ -16,7 +16,6 @@ from pocketml.artifact import EXPORTED, FAILED, ExportManifest
 from pocketml.console import console, library_output, print_table, progress
 from pocketml.dataset import EVALUATION_COUNT, ImageSet, agreement_set, evaluation_set
 from pocketml.errors import PocketMLError, ValidationFailed
-from pocketml.spec import Normalization
 
 
 def recorded_set(manifest: ExportManifest, role: str) -> ImageSet | None:
@@ -50,14 +49,12 @@ def agreement_for(manifest: ExportManifest, images: str | Path | None, evaluatio
 
 
 def reference_judge(manifest: ExportManifest, evaluation: ImageSet, agreement: ImageSet | None = None) -> Judge:
-    source = manifest.model.get("source")
+    source = manifest.model.source
     if not source or not Path(source).exists():
         raise PocketMLError(f"the Keras original {source} is gone; validate compares against it, so restore it")
-    size = tuple(manifest.model["image_size"])
     # The original with the preprocessing export put in front of it (--preprocess), if any.
-    normalization = Normalization.from_dict(manifest.model.get("normalization") or {})
-    return judge_for(evaluation, load_keras_predictor(source, size, normalization), list(manifest.model["labels"]),
-                     agreement)
+    predictor = load_keras_predictor(source, manifest.model.image_size, manifest.model.normalization)
+    return judge_for(evaluation, predictor, list(manifest.model.labels), agreement)
 
 
 def validate(export_dir: str | Path, images: str | Path | None = None, strict: bool = False) -> ExportManifest:

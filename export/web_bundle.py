@@ -185,7 +185,7 @@ def web_config(manifest: ExportManifest, artifact: Artifact, recommended: bool) 
 
     spec_keys = ("labels", "image_size", "color_order", "input_range", "normalization", "backbone", "source_sha256")
     return {
-        "model": {k: manifest.model[k] for k in spec_keys if k in manifest.model},
+        "model": {k: v for k, v in manifest.model.spec.to_dict().items() if k in spec_keys},
         "recommended": artifact.name if recommended else None,
         "files": [entry(artifact)],
         "web": {"file": Path(artifact.path).name, "format": artifact.format,
@@ -196,9 +196,9 @@ def web_config(manifest: ExportManifest, artifact: Artifact, recommended: bool) 
 
 def readme(manifest: ExportManifest, artifact: Artifact | None, reason: str) -> str:
     model = manifest.model
-    height, width = model.get("image_size", [0, 0])
+    height, width = model.image_size
     lines = [f"# {TITLE} bundle", "",
-             f"Classes: {', '.join(model.get('labels', []))}. Input: {height}x{width} RGB pixels 0..255, resized "
+             f"Classes: {', '.join(model.labels)}. Input: {height}x{width} RGB pixels 0..255, resized "
              "and centre-cropped by `classify.js` exactly as the other platforms' inputs are.", ""]
     if artifact is None:
         return "\n".join([*lines, f"No web bundle: {reason}.", ""])
@@ -253,7 +253,7 @@ def write_web_bundle(folder: Path, export_dir: Path, manifest: ExportManifest,
     copy_runtime(artifact.format, folder)
     for name in ASSETS:
         (folder / name).write_text(asset_text(name), encoding="utf-8")
-    write_labels(folder / LABELS_FILE, tuple(manifest.model.get("labels", ())))
+    write_labels(folder / LABELS_FILE, manifest.model.labels)
     atomic_write_json(folder / "bundle.json", web_config(manifest, artifact, recommended=True))
     return [Path(artifact.path).name]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_json, sha256_file
+from pocketml.spec import ModelSpec, Normalization
 
 MANIFEST_FILE = "manifest.json"
 RECOMMENDATIONS_FILE = "recommendations.json"
@@ -176,8 +177,42 @@ class Artifact:
 
 
 @dataclass
+class ModelRecord:
+    """The manifest's `model` entry: the spec every file was exported with, where the Keras original is
+    and how it was exported. Written flat, as in every manifest so far: {spec..., "source", "notes", ...}."""
+
+    spec: ModelSpec
+    source: str | None = None  # the Keras original (absolute); None: a keras.Model from Python
+    notes: list[str] = field(default_factory=list)  # what export decided about the model (preprocessing...)
+    minimum_deployment_target: str | None = None  # Core ML
+    opset: int | None = None  # ONNX
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.spec.image_size
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.spec.normalization
+
+    def to_dict(self) -> dict:
+        return {**self.spec.to_dict(), "source": self.source, "notes": list(self.notes),
+                "minimum_deployment_target": self.minimum_deployment_target, "opset": self.opset}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelRecord:
+        spec_keys = set(ModelSpec.__dataclass_fields__)
+        extra = {k: data[k] for k in ("source", "notes", "minimum_deployment_target", "opset") if k in data}
+        return cls(ModelSpec.from_dict({k: v for k, v in data.items() if k in spec_keys}), **extra)
+
+
+@dataclass
 class ExportManifest:
-    model: dict
+    model: ModelRecord
     artifacts: list[Artifact] = field(default_factory=list)
     images: dict = field(default_factory=dict)  # role -> ImageSet.to_dict(): which images calibrated, which judged
     # An export in progress (or interrupted) records `planned` > len(artifacts): its finished files
@@ -191,7 +226,7 @@ class ExportManifest:
         return self.planned is None or len(self.artifacts) >= self.planned
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "images": self.images, "planned": self.planned, "inputs": self.inputs,
+        return {"model": self.model.to_dict(), "images": self.images, "planned": self.planned, "inputs": self.inputs,
                 "artifacts": [a.to_dict() for a in self.artifacts]}
 
     def save(self, export_dir: str | Path) -> Path:
@@ -205,7 +240,7 @@ class ExportManifest:
             raise PocketMLError(f"{export_dir} has no {MANIFEST_FILE}; pass a directory written by `pocketml export`")
         try:
             data = json.loads(path.read_text())
-            return cls(model=data["model"], artifacts=[Artifact.from_dict(a) for a in data["artifacts"]],
+            return cls(model=ModelRecord.from_dict(data["model"]), artifacts=[Artifact.from_dict(a) for a in data["artifacts"]],
                        images=data.get("images") or {}, planned=data.get("planned"), inputs=data.get("inputs"))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise PocketMLError(f"{path} is not a pocketml export manifest ({exc!r})") from exc

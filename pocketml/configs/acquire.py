@@ -83,7 +83,7 @@ class VerifyConfig:
 
 @dataclass
 class AcquireConfig:
-    # Source tables, each with `type` = urls | imagenet | openimages | search | folder | glyphs
+    # Source tables, each with `type` (a key of acquisition.sources.SOURCE_MODULES: urls, folder, glyphs, ...)
     # plus that source's own keys.
     sources: list[dict] = field(default_factory=list)
     shard_size: int = 1000  # items per shard: the unit of work (and of resume) handed to an executor

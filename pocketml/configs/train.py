@@ -12,8 +12,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras dty
 
 @dataclass
 class TrainConfig:
-    # Backbone from training.backbones.BACKBONES (mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large,
-    # efficientnet_lite0, resnet50).
+    # Backbone from training.backbones.BACKBONES (`pocketml train --help` lists them); checked before any stage runs.
     backbone: str = "mobilenet_v2"
     # Width multiplier for MobileNets (ImageNet weights exist for v2: 0.35-1.4, v3: 0.75/1.0); ignored otherwise.
     alpha: float = 1.0

@@ -207,7 +207,9 @@ def test_cli_builds_the_config():
     assert (config.threads, config.min_time_s, config.measure_memory) == ([1, 2, 4], 0.5, True)
     assert config.keras_model == "m.keras"
     with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "exp", "--out", "o", "--threads", "0"])
+        parser.parse_args(["bench", "exp", "--out", "o", "--threads", "four"])
+    with pytest.raises(PocketMLError, match=r"threads = \[0\] is not accepted; give thread counts >= 1"):
+        config_from_args(parser.parse_args(["bench", "exp", "--out", "o", "--threads", "0"]))
 
 
 def test_cli_reports_missing_manifest_with_exit_2(tmp_path, capsys):

@@ -64,7 +64,7 @@ def test_bench_reports_the_export_verdict_and_it_is_the_truth(quick, tflite_expo
     manifest = ExportManifest.load(tflite_export_dir)
     records = ImageSet.from_dict(manifest.images["evaluation"]).records
     assert {r.label for r in records} == {"cat", "coffee"}
-    labels = manifest.model["labels"]
+    labels = list(manifest.model.labels)
     for artifact in manifest.artifacts:
         row, parity = quick["rows"][artifact.name], artifact.parity
         assert (row["accuracy"], row["top1_agreement"], row["flips"], row["max_abs_diff"], row["images"]) == (

@@ -66,6 +66,19 @@ def test_user_errors_are_one_line_exit_2_before_any_conversion(tiny_dir, tmp_pat
     assert not out.exists()
 
 
+def test_a_converter_failure_is_a_failed_row_exit_0_and_exit_1_under_strict(tiny_dir, tmp_path, capsys):
+    # A model this small has no compressed Core ML rung within 30 % of fp32's size: that converter fails for real.
+    argv = ["export", str(tiny_dir), "--formats", "coreml", "--precisions", "fp32,compressed", "--no-validate"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "wrote 1 artifacts" in capsys.readouterr().out and (tmp_path / "a" / "coreml" / "model-fp32.mlpackage").is_dir()
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--strict"]) == 1
+    # coremltools' own progress bars reach capsys in-process (issue 23 #10); the error is the last line
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("pocketml export: error: 1 artifact(s) failed")
+    assert "coreml-compressed: no coreml compressed rung is within 30 %" in last
+    assert (tmp_path / "b" / "manifest.json").is_file()  # the files that exported are kept
+
+
 def test_export_prints_summary_and_notes(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["export", str(tiny_dir / "model.keras"), "--out", str(out), "--formats", "tflite"]

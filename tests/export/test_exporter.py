@@ -6,7 +6,7 @@ import importlib.util
 import json
 
 import pytest
-from pocketml.export.exporter import export_model, planned_variants, spec_from_record
+from pocketml.export.exporter import export_model, planned_variants
 from pocketml.export.registry import format_module
 
 from pocketml.artifact import ExportManifest
@@ -28,12 +28,13 @@ def tiny_dir(tmp_path):
 
 def test_manifest_records_every_file_as_it_is_on_disk(export_dir, real_model_dir):
     manifest = ExportManifest.load(export_dir)
-    assert manifest.model["labels"] == ["cat", "coffee"]
-    assert manifest.model["image_size"] == [96, 96]
-    assert manifest.model["source_sha256"] == sha256_file(real_model_dir / "model.keras")
+    assert manifest.model.labels == ("cat", "coffee") and manifest.model.image_size == (96, 96)
+    assert manifest.model.spec.source_sha256 == sha256_file(real_model_dir / "model.keras")
+    assert manifest.model.source == str((real_model_dir / "model.keras").resolve())
     assert len(manifest.images["calibration"]["images"]) == 96
-    spec = spec_from_record(manifest.model)
-    assert spec.labels == ("cat", "coffee") and spec.normalization.name == "efficientnet_lite"
+    assert manifest.model.normalization.name == "efficientnet_lite"
+    written = json.loads((export_dir / "manifest.json").read_text())["model"]  # the file's shape is unchanged
+    assert written["labels"] == ["cat", "coffee"] and written["image_size"] == [96, 96] and "opset" in written
     for artifact in manifest.artifacts:
         path = export_dir / artifact.path
         assert artifact.status == "exported"
@@ -51,17 +52,25 @@ def test_other_libraries_output_goes_to_the_export_log_not_the_terminal(export_d
     assert (export_dir / "libraries.log").stat().st_size > 0
 
 
+def test_int8_asked_without_calibration_is_refused_before_anything_is_written(tiny_dir, tmp_path):
+    config = ExportConfig(formats=["tflite"], precisions=["fp32", "int8", "int8-dynamic"], validate=False)
+    with pytest.raises(PocketMLError, match=r"tflite int8 need\(s\) calibration images; pass --calibration DIR"):
+        export_model(tiny_dir, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_failing_variant_is_recorded_and_the_others_export(tiny_dir, tmp_path):
     out = tmp_path / "out"
-    # int8 asked for without calibration images: that converter fails for real.
-    config = ExportConfig(formats=["tflite"], precisions=["fp32", "int8", "int8-dynamic"], validate=False)
+    # A model this small has no compressed Core ML rung within 30 % of fp32's size: that converter fails for real.
+    config = ExportConfig(formats=["coreml"], precisions=["fp32", "fp16", "compressed"], validate=False)
     manifest = export_model(tiny_dir, out, config)
     status = {a.precision: a.status for a in manifest.artifacts}
-    assert status == {"fp32": "exported", "int8": "failed", "int8-dynamic": "exported"}
-    failed = manifest.find("tflite", "int8")
-    assert "needs calibration images" in failed.reason and failed.sha256 is None
+    assert status == {"fp32": "exported", "fp16": "exported", "compressed": "failed"}
+    failed = manifest.find("coreml", "compressed")
+    assert "within 30 % of fp32's size" in failed.reason and failed.sha256 is None
+    assert "\n" not in failed.reason
     assert not (out / failed.path).exists()
-    assert (out / "tflite" / "model-int8-dynamic.tflite").is_file()
+    assert (out / "coreml" / "model-fp16.mlpackage").is_dir()
     saved = json.loads((out / "manifest.json").read_text())
     assert {a["precision"]: a["status"] for a in saved["artifacts"]} == status
 

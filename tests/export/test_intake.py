@@ -86,8 +86,8 @@ def check_export(export_dir, model, case, images) -> None:
     assert [i["name"] for i in tflite_inputs(export_dir / "tflite" / "model-fp32.tflite")] == ["image"]
     assert [i.name for i in format_module("coreml").read_model_spec(export_dir / "coreml" / "model-fp32.mlpackage")
             .description.input] == ["image"]  # fmt: skip
-    normalization = manifest.model["normalization"]
-    assert normalization["added_at_export"] == bool(case.export.get("preprocess") or case.export.get("mean"))
+    normalization = manifest.model.normalization
+    assert normalization.added_at_export == bool(case.export.get("preprocess") or case.export.get("mean"))
 
 
 def ort_inputs(path):

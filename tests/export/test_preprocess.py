@@ -154,9 +154,9 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
         Image.fromarray(image).save(tmp_path / "photos" / f"{i}.png")
     config = ExportConfig(precisions=["fp32"], labels=tmp_path / "labels.txt", preprocess="caffe-bgr",
                           validation_images=tmp_path / "photos")  # fmt: skip
-    manifest = export_model(model_dir, tmp_path / "out", config)
-    recorded = manifest.model["normalization"]
-    assert recorded["name"] == "caffe-bgr" and recorded["channel_order"] == "BGR" and recorded["added_at_export"]
+    export_model(model_dir, tmp_path / "out", config)
+    recorded = ExportManifest.load(tmp_path / "out").model.normalization
+    assert recorded.name == "caffe-bgr" and recorded.channel_order == "BGR" and recorded.added_at_export
     reference = by_hand(colour_model(), images, (123.68, 116.779, 103.939), 1.0, bgr=True)
     assert reference.argmax(1).min() != reference.argmax(1).max(), "the images must not all get one label"
     for artifact in ExportManifest.load(tmp_path / "out").artifacts:

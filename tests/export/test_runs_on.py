@@ -16,8 +16,8 @@ from tests.export.export_helpers import tiny_model_dir
 def rungs(tmp_path_factory, photos_dir):
     """{rung name: Built} of the int8 ladder's first and last rungs, written into an export dir."""
     from pocketml.export.exporter import model_record
-    from pocketml.export.quantization import tflite as ladder
     from pocketml.export.model_source import load_source
+    from pocketml.export.quantization import tflite as ladder
 
     from pocketml.configs.export import ExportConfig
 

@@ -52,3 +52,26 @@ def test_load_toml_reports_syntax_errors_and_missing_files(tmp_path):
         load_toml(bad)
     with pytest.raises(PocketMLError, match="does not exist"):
         load_toml(tmp_path / "nope.toml")
+
+
+def test_flags_take_type_and_default_from_the_config_class_and_validate_like_toml(capsys):
+    import argparse
+
+    import pytest
+
+    from pocketml.config import Flag, add_flags, from_settings, settings_from_flags
+    from pocketml.configs.bench import BenchConfig
+    from pocketml.errors import PocketMLError
+
+    flags = (Flag("--threads", "threads", "CPU thread counts"), Flag("--no-memory", "measure_memory", "skip memory"))
+    parser = argparse.ArgumentParser()
+    add_flags(parser, BenchConfig, flags)
+    assert "(default: 1,4)" in parser.format_help() and "N,N,..." in parser.format_help()
+    args = parser.parse_args(["--threads", "2,8", "--no-memory"])
+    assert settings_from_flags(args, flags) == {"threads": [2, 8], "measure_memory": False}
+    assert settings_from_flags(parser.parse_args([]), flags) == {}  # nothing given: the TOML or default stands
+    with pytest.raises(PocketMLError, match=r"threads = \[0\] is not accepted"):
+        from_settings(BenchConfig, settings_from_flags(parser.parse_args(["--threads", "0"]), flags), "bench")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--threads", "four"])
+    assert "'four' is not a comma-separated list of int" in capsys.readouterr().err
