@@ -276,9 +276,10 @@ def max_overhead(rows: list[dict]) -> float | None:
     return max(values) if values else None
 
 
-def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | None = None) -> dict:
+def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | None = None, summary: bool = True) -> dict:
     """Measure every artifact in `export_dir`; write results.json/csv, report.html and
     recommendations.json to `out_dir` (the bench stage's own directory); return the results.
+    summary=False leaves the console table to the caller (`pocketml run` prints it once, at the end).
     """
     config = config or BenchConfig()
     check_config(config)
@@ -286,7 +287,7 @@ def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | Non
     manifest = ExportManifest.load(export_dir)
     if "labels" not in manifest.model or "image_size" not in manifest.model:
         raise PocketMLError(f"{export_dir}/manifest.json has no model labels/image_size; re-run `pocketml export`")
-    return measure(export_dir, manifest, Path(out_dir), config, str(export_dir))
+    return measure(export_dir, manifest, Path(out_dir), config, str(export_dir), summary)
 
 
 def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfig | None = None,
@@ -375,7 +376,8 @@ def judge_files(manifest: ExportManifest, models: dict, evaluation: ImageSet, re
                                  reason="no --reference: accuracy only, no verdict")
 
 
-def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: BenchConfig, what: str) -> dict:
+def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: BenchConfig, what: str,
+            summary: bool = True) -> dict:
     """Rows for the Keras original and every artifact of `manifest`, the recommendation, the files."""
     started = time.time()
     with library_output(out_dir):
@@ -412,5 +414,6 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
     }
     report.write_all(results, out_dir)
     save_recommendations(out_dir, choices)
-    report.print_summary(results)
+    if summary:
+        report.print_summary(results)
     return results
