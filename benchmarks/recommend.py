@@ -61,6 +61,9 @@ def choose(rows: list[dict], budget_points: float, by: str, min_agreement: float
                 rejected.append(why)
             else:
                 candidates.append(row)
+        if not any(row["format"] == fmt for row in rows[1:]):  # the export was not asked for this format
+            choices.append(Recommendation(platform, None, f"no {platform} format was asked for ({fmt} not exported)"))
+            continue
         if not candidates:
             why = "; ".join(rejected) or f"no {fmt} artifact passed"
             choices.append(Recommendation(platform, None, f"nothing within {budget_points:g} points ({why})"))

@@ -31,18 +31,19 @@ def register(subparsers) -> None:
     parser.add_argument("--weights", help="imagenet (default), none, or a path to a .h5 / .weights.h5 file")
     parser.add_argument("--image-size", dest="image_size", type=int, help="square input side in pixels (default 224)")
     parser.add_argument("--alpha", type=float, help="MobileNet width multiplier (default 1.0)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--batch-size", dest="batch_size", type=int,
+                        help="images per training step (default 32; devices may split it, see --device-batch-size)")
     parser.add_argument("--epochs", dest="epochs_frozen", type=int, help="max epochs of the frozen-backbone phase")
     parser.add_argument("--finetune-epochs", dest="epochs_finetune", type=int, help="max epochs of phase 2 (0 skips)")
     parser.add_argument("--lr", dest="lr_frozen", type=float, help="phase-1 learning rate")
     parser.add_argument("--finetune-lr", dest="lr_finetune", type=float, help="phase-2 learning rate")
     parser.add_argument("--unfreeze-blocks", dest="unfreeze_blocks", type=int, help="top blocks trained in phase 2")
-    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--dropout", type=float, help="dropout before the classifier head, 0 <= p < 1 (default 0.2)")
     parser.add_argument("--feature-copies", dest="feature_cache_copies", type=int,
                         help="augmented copies of the training set whose features phase 1 caches")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                         help="train without flips/rotation/zoom/brightness/contrast")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seed of shuffling, augmentation and initial weights (default 0)")
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     parser.add_argument("--backend", help="Keras backend: auto (KERAS_BACKEND, else tensorflow), tensorflow, "
                         "or jax (GPUs: pip install 'pocketml[gpu]')")
