@@ -33,7 +33,7 @@ from pocketml.artifact import (
     save_recommendations,
 )
 from pocketml.configs.bench import BenchConfig
-from pocketml.console import library_output, progress
+from pocketml.console import library_output, progress, step_done
 from pocketml.dataset import ImageSet, evaluation_set, load_images, readable_images
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import sha256_file, tree_bytes
@@ -392,6 +392,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                 run.probe_peaks()
                 rows.append(timed_row(run.artifact_row, artifact))
                 bar.advance(task)
+                step_done(f"bench {artifact.name}: {rows[-1]['status']} ({rows[-1]['bench_seconds']:.1f} s)")
         run.probe_peaks()
     add_throughput(rows, run.peaks)
     choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement)
