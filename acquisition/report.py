@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from pocketml.dataset import SPLITS, to_rgb
 from pocketml.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -21,6 +21,7 @@ from pocketml.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_
 KEPT_COLOUR = (40, 160, 60)  # border of the image a duplicate cluster keeps
 REMOVED_COLOUR = (200, 40, 40)  # border of the copies it removes
 CAPTION_HEIGHT = 14  # pixels under each thumbnail for its caption
+MESSAGE_FONT_PX = 14  # text of a sheet that has no pictures
 
 
 def class_balance(labels: Sequence[str], splits: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -116,7 +117,8 @@ def contact_sheet(rows: Sequence[Sequence[Tile]], thumb: int) -> bytes:
 def _message_png(text: str, thumb: int) -> bytes:
     """A small PNG that says why a sheet has no pictures, rather than a blank one."""
     sheet = Image.new("RGB", (max(240, thumb * 3), thumb // 2 + 10), (255, 255, 255))
-    ImageDraw.Draw(sheet).text((8, 8), text, fill=(0, 0, 0))
+    # The scalable default font: the bitmap one leaves spaces hardly wider than letter gaps ("noduplicate").
+    ImageDraw.Draw(sheet).text((8, 8), text, fill=(0, 0, 0), font=ImageFont.load_default(size=MESSAGE_FONT_PX))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -36,7 +36,7 @@ from pocketml.artifact import (
     save_recommendations,
 )
 from pocketml.configs.bench import BenchConfig
-from pocketml.console import library_output, progress
+from pocketml.console import library_output, progress, step_done
 from pocketml.dataset import ImageSet, evaluation_set, load_images, readable_images
 from pocketml.errors import PocketMLError, reason_of
 from pocketml.fsutil import sha256_file, tree_bytes
@@ -274,15 +274,16 @@ def max_overhead(rows: list[dict]) -> float | None:
     return max(values) if values else None
 
 
-def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | None = None) -> dict:
+def bench(export_dir: str | Path, out_dir: str | Path, config: BenchConfig | None = None, summary: bool = True) -> dict:
     """Measure every artifact in `export_dir`; write results.json/csv, report.html and
     recommendations.json to `out_dir` (the bench stage's own directory); return the results.
+    summary=False leaves the console table to the caller (`pocketml run` prints it once, at the end).
     """
     config = config or BenchConfig()
     check_devices(config)
     export_dir = Path(export_dir)
     manifest = ExportManifest.load(export_dir)  # its model record has labels and an image size, or it is refused
-    return measure(export_dir, manifest, Path(out_dir), config, str(export_dir))
+    return measure(export_dir, manifest, Path(out_dir), config, str(export_dir), summary)
 
 
 def bench_files(paths: list[str | Path], out_dir: str | Path, config: BenchConfig | None = None,
@@ -371,7 +372,8 @@ def judge_files(manifest: ExportManifest, models: dict, evaluation: ImageSet, re
                                  reason="no --reference: accuracy only, no verdict")
 
 
-def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: BenchConfig, what: str) -> dict:
+def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: BenchConfig, what: str,
+            summary: bool = True) -> dict:
     """Rows for the Keras original and every artifact of `manifest`, the recommendation, the files."""
     started = time.time()
     with library_output(out_dir):
@@ -386,6 +388,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                 run.probe_peaks()
                 rows.append(timed_row(run.artifact_row, artifact))
                 bar.advance(task)
+                step_done(f"bench {artifact.name}: {rows[-1]['status']} ({rows[-1]['bench_seconds']:.1f} s)")
         run.probe_peaks()
     add_throughput(rows, run.peaks)
     with library_output(out_dir):  # the host runtimes' banners while comparing with a device go to the log
@@ -412,5 +415,6 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
     }
     report.write_all(results, out_dir)
     save_recommendations(out_dir, choices)
-    report.print_summary(results)
+    if summary:
+        report.print_summary(results)
     return results

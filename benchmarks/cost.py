@@ -18,10 +18,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pocketml
 from pocketml.errors import PocketMLError, one_line
 from pocketml.fsutil import tree_bytes
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The folder holding the `pocketml` package (a checkout, or site-packages of a wheel install): the
+# probe child runs there, away from modules in the user's folder that could shadow pocketml's imports.
+PROJECT_ROOT = Path(pocketml.__file__).resolve().parents[1]
 PROBE_TIMEOUT_S = 600  # a Keras probe imports TensorFlow: slow on a busy machine, but not forever
 
 

@@ -100,6 +100,8 @@ def runs_on(formats: tuple[str, ...]) -> str:
 def _choose_one(rows: list[dict], platform: str, fmts: tuple[str, ...], by: str, device: str | None) -> Recommendation:
     fmt = " or ".join(fmts)
     rows_of = [row for row in rows[1:] if row["format"] in fmts]
+    if not rows_of:  # the export was not asked for this platform's formats
+        return Recommendation(platform, None, f"no {platform} format was asked for ({fmt} not exported)", runs_on(fmts))
     verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
     candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
     undecided = not candidates

@@ -256,14 +256,32 @@ def latency_accuracy_png(rows: list[dict]) -> str | None:
         ax.scatter([p[0] for p in invalid], [p[1] for p in invalid], marker="x", color="#7f3fbf", label="failed validation")
     if front:
         ax.plot([p[0] for p in front], [p[1] for p in front], "o-", color="#d64545", label="Pareto front")
-    for i, (x, y, name) in enumerate(points):
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 + 9 * (i % 3)), fontsize=8)
     ax.set(xlabel="p50 latency, batch 1 (ms, best thread setting)", ylabel="accuracy (%)", xscale="log")
     ax.set_title("Latency vs accuracy")
     ax.legend()
+    annotate_apart(ax, points)
     encoded = _png(fig)
     plt.close(fig)
     return encoded
+
+
+LABEL_OFFSETS = [(4, 4 + 11 * k * sign) for k in range(12) for sign in ((1, -1) if k else (1,))]  # points
+
+
+def annotate_apart(ax, points: list[tuple[float, float, str]]) -> list:
+    """Label each point where its text overlaps no label already placed (files of one format often sit
+    within a pixel of each other); returns the labels' boxes in display coordinates."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed: list = []
+    for x, y, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        label = ax.annotate(name, (x, y), textcoords="offset points", xytext=LABEL_OFFSETS[0], fontsize=8)
+        for offset in LABEL_OFFSETS:
+            label.set_position(offset)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(box)
+    return placed
 
 
 def size_png(rows: list[dict]) -> str | None:

@@ -89,7 +89,7 @@ def _export(config: PipelineConfig, paths: RunPaths) -> object:
 def _bench(config: PipelineConfig, paths: RunPaths) -> object:
     from pocketml.benchmarks.bench import bench
 
-    return bench(paths.export, paths.bench, config.bench)
+    return bench(paths.export, paths.bench, config.bench, summary=False)  # printed once, in the closing summary
 
 
 def _package(config: PipelineConfig, paths: RunPaths) -> object:

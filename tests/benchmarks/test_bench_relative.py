@@ -32,6 +32,7 @@ def test_relative_export_dir_from_another_folder_gets_peak_memory(tmp_path, phot
     assert rows["tflite-fp32"]["memory"]["peak_rss_mb"] > 0, rows["tflite-fp32"]["notes"]
     assert rows["keras"]["memory"]["peak_rss_mb"] > 0, rows["keras"]["notes"]
     assert "not measured" not in done.stdout
+    assert "bench tflite-fp32: " in done.stdout  # one line per finished file: stdout is not a terminal
 
     rows["tflite-fp32"]["memory"] = None
     rows["tflite-fp32"]["notes"].append("peak memory not measured: memory probe exited 1: no such file")

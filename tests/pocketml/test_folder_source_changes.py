@@ -65,3 +65,14 @@ def test_a_folder_with_train_and_val_only_says_the_verdict_rests_on_val(tmp_path
         assert {row["split"] for row in csv.DictReader(fh)} == {"train", "val"}
     example = (Path(__file__).parents[2] / "examples" / "folder.toml").read_text()
     assert "the verdicts then rest on val" in example and "makes its own leakage-free splits" not in example
+
+
+def test_the_folder_example_trains_offline():
+    """Its weights are a file on this machine (packaged with a dependency), not a download."""
+    from pocketml.training.backbones import get_backbone, resolve_weights
+
+    from pocketml.app.pipeline import load_pipeline_config
+
+    train = load_pipeline_config(Path(__file__).parents[2] / "examples" / "folder.toml").train
+    weights = resolve_weights(get_backbone(train.backbone), train.weights, train.alpha, train.image_size)
+    assert weights.path is not None and weights.path.is_file()
