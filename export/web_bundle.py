@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pocketml import paths
 from pocketml.artifact import Artifact, ExportManifest
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text
@@ -80,9 +81,8 @@ BARE_IMPORTS = {"litert/index.js": ('from "@litertjs/wasm-utils"', 'from "./wasm
 
 
 def cache_root() -> Path:
-    from pocketml.benchmarks.devices import cache_dir
-
-    return cache_dir(PLATFORM)
+    """The web device's cache (benchmarks.devices.cache_dir("web") names the same folder)."""
+    return paths.cache_root() / PLATFORM
 
 
 def runtime_cache() -> Path:
