@@ -39,6 +39,29 @@ $(BENCH_STAMP): Makefile
 
 bench-env: $(BENCH_STAMP)
 
+# The emulated ARM phone core of `pocketml bench --device arm64`: the host tools (root or sudo, apt hosts),
+# then everything else in ~/.cache/pocketml/arm64 (or $POCKETML_CACHE/arm64); both are no-ops when done.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: arm64-tools device-arm64
+arm64-tools:
+	@for tool in qemu-aarch64 debootstrap gcc dpkg-deb; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user debootstrap gcc dpkg-dev; fi
+
+device-arm64: $(STAMP) arm64-tools
+	$(SUDO) env HOME="$$HOME" POCKETML_CACHE="$$POCKETML_CACHE" $(BIN)/pocketml device setup arm64
+
+# The browser of `pocketml bench --device web`: Debian's Chromium and npm (root or sudo), then the pinned
+# runtimes (LiteRT.js, onnxruntime-web) by `npm pack` into ~/.cache/pocketml/web; both no-ops when done.
+.PHONY: web-tools device-web
+web-tools:
+	@for tool in chromium npm; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium npm; fi
+
+device-web: $(STAMP) web-tools
+	$(BIN)/pocketml device setup web
+
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache
 

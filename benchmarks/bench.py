@@ -396,8 +396,9 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
                 bar.advance(task)
         run.probe_peaks()
     add_throughput(rows, run.peaks)
-    by_device, notes = on_device.measure_devices(config.devices, export_dir, manifest, rows, run.keras_predictor,
-                                                 run.size)
+    with library_output(out_dir):  # the host runtimes' banners while comparing with a device go to the log
+        by_device, notes = on_device.measure_devices(config.devices, export_dir, manifest, rows,
+                                                     run.keras_predictor, run.size)
     choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement, by_device)
     for row in rows:
         row["recommended"] = sorted(c.platform for c in choices if c.artifact == row["name"])

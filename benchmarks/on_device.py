@@ -95,70 +95,73 @@ def failed_record(label: str, why: str) -> dict:
             "speed": None}
 
 
-class DeviceBench:
-    """The device columns of one bench run: `judge` is export's Judge on the evaluation images (None
-    without a Keras original or evaluation images: device outputs are then compared with the host only)."""
+@dataclass
+class Entry:
+    """One file to judge on a device, with the verdict it got on the host (copied when it stands)."""
 
-    def __init__(self, export_dir: Path, manifest: ExportManifest, judge):
-        self.export_dir, self.manifest, self.judge = export_dir, manifest, judge
+    path: Path
+    format: str
+    precision: str
+    host_verdict: dict
 
-    def measure(self, target: Target, rows: list[dict]) -> None:
-        """Fill row["devices"][label] for every artifact row `target` can run."""
-        runnable = [(row, artifact) for row, artifact in zip(rows[1:], self.manifest.artifacts, strict=True)
-                    if artifact.format in target.module.FORMATS and row["status"] != "failed"]
-        if not runnable:
-            return
-        images = self.judge.images
-        sample = stratified_sample(self.judge.truth, len(images))
-        paths = [self.export_dir / artifact.path for _, artifact in runnable]
-        formats = [artifact.format for _, artifact in runnable]
-        console.print(f"{target.label}: {len(paths)} files on {len(sample)} sample images (with cost)")
-        first = target.module.run(paths, formats, images[sample], target.variant, cost=True)
-        again = []
-        for (row, artifact), path, result in zip(runnable, paths, first, strict=True):
-            record = self.sample_record(target, row, artifact, path, result, images[sample])
-            row.setdefault("devices", {})[target.label] = record
-            if record.pop("judge_all", False):
-                again.append((row, artifact, path))
-        if again:
-            console.print(f"{target.label}: {len(again)} files differ from the host: judging all {len(images)} images there")
-            full = target.module.run([p for _, _, p in again], [a.format for _, a, _ in again], images,
-                                     target.variant, cost=False)
-            for (row, artifact, _), result in zip(again, full, strict=True):
-                self.full_record(row["devices"][target.label], artifact, result)
 
-    def sample_record(self, target: Target, row: dict, artifact, path: Path, result: DeviceRun,
-                      sample: np.ndarray) -> dict:
-        if result.error:
-            return failed_record(target.label, f"cannot run on {target.label}: {result.error}")
-        host = format_module(artifact.format).load(path).predict(sample)
-        compared = host_comparison(result.outputs, host)
-        record = {"device": target.label, "vs_host": compared, "cost": result.cost, "notes": list(result.notes),
-                  "estimates": estimates.estimate_ms(result.cost.get("instructions"))}
-        record["speed"] = record["estimates"][0]["estimate_ms"] if record["estimates"] else result.cost.get(
-            "p50_ms", result.cost.get(getattr(target.module, "COST_KEY", "instructions")))
-        if compared["max_abs_diff"] <= HOST_EPSILON:
-            record.update({k: row[k] for k in ("status", "reason", "images", "accuracy", "accuracy_drop_points",
-                                                "top1_agreement", "flips", "max_abs_diff", "mean_abs_diff")})
-            same = "bit-identical to" if compared["bit_identical"] else f"within {compared['max_abs_diff']:.1e} of"
-            record["basis"] = (f"host verdict stands: outputs {same} the host's on {compared['images']} stratified "
-                               f"sample images (epsilon {HOST_EPSILON:g})")
-            return record
-        record["basis"] = (f"outputs differ from the host's by up to {compared['max_abs_diff']:.2g} on the sample "
-                           f"(epsilon {HOST_EPSILON:g}): judged on the device")
-        record["judge_all"] = True
+VERDICT_FIELDS = ("status", "reason", "images", "accuracy", "accuracy_drop_points", "top1_agreement", "flips",
+                  "max_abs_diff", "mean_abs_diff")
+
+
+def judge_on(target: Target, entries: list[Entry], judge) -> list[dict]:
+    """Each entry's record on `target` by the sampling policy: a stratified sample (with the cost) first;
+    where the device's outputs stay within HOST_EPSILON of the host's, the host verdict stands; the
+    others are judged by `judge` on every evaluation image, run on the device."""
+    if not entries:
+        return []
+    images = judge.images
+    sample = images[stratified_sample(judge.truth, len(images))]
+    console.print(f"{target.label}: {len(entries)} files on {len(sample)} sample images (with cost)")
+    first = target.module.run([e.path for e in entries], [e.format for e in entries], sample, target.variant,
+                              cost=True)
+    records = [sample_record(target, entry, result, sample) for entry, result in zip(entries, first, strict=True)]
+    again = [i for i, record in enumerate(records) if record.pop("judge_all", False)]
+    if again:
+        console.print(f"{target.label}: {len(again)} files differ from the host: judging all {len(images)} images there")
+        full = target.module.run([entries[i].path for i in again], [entries[i].format for i in again], images,
+                                 target.variant, cost=False)
+        for i, result in zip(again, full, strict=True):
+            full_record(records[i], entries[i], result, judge)
+    return records
+
+
+def sample_record(target: Target, entry: Entry, result: DeviceRun, sample: np.ndarray) -> dict:
+    if result.error:
+        return failed_record(target.label, f"cannot run on {target.label}: {result.error}")
+    host = format_module(entry.format).load(entry.path).predict(sample)
+    compared = host_comparison(result.outputs, host)
+    record = {"device": target.label, "vs_host": compared, "cost": result.cost, "notes": list(result.notes),
+              "estimates": estimates.estimate_ms(result.cost.get("instructions"), entry.precision)}
+    record["speed"] = record["estimates"][0]["estimate_ms"] if record["estimates"] else result.cost.get(
+        "p50_ms", result.cost.get(getattr(target.module, "COST_KEY", "instructions")))
+    if compared["max_abs_diff"] <= HOST_EPSILON:
+        record.update({k: entry.host_verdict.get(k) for k in VERDICT_FIELDS})
+        same = "bit-identical to" if compared["bit_identical"] else f"within {compared['max_abs_diff']:.1e} of"
+        record["basis"] = (f"host verdict stands: outputs {same} the host's on {compared['images']} stratified "
+                           f"sample images (epsilon {HOST_EPSILON:g})")
         return record
+    record["basis"] = (f"outputs differ from the host's by up to {compared['max_abs_diff']:.2g} on the sample "
+                       f"(epsilon {HOST_EPSILON:g}): judged on the device")
+    record["judge_all"] = True
+    return record
 
-    def full_record(self, record: dict, artifact, result: DeviceRun) -> None:
-        if result.error:
-            record.update(failed_record(record["device"], f"cannot run on {record['device']}: {result.error}"))
-            return
-        if self.judge.reference is None or artifact.precision not in PRECISIONS:
-            why = "no Keras original" if self.judge.reference is None else f"precision {artifact.precision} unknown"
-            record.update(status="not validated", reason=f"{why}: device outputs compared with the host only")
-            return
-        record.update(parity_record(self.judge.parity(artifact.precision, result.outputs)))
-        record["basis"] += f" ({record['images']} evaluation images)"
+
+def full_record(record: dict, entry: Entry, result: DeviceRun, judge) -> None:
+    if result.error:
+        record.update(failed_record(record["device"], f"cannot run on {record['device']}: {result.error}"))
+        return
+    if judge.reference is None or entry.precision not in PRECISIONS:
+        why = "no Keras original" if judge.reference is None else f"precision {entry.precision} unknown"
+        record.update(status="not validated", reason=f"{why}: device outputs compared with the host only")
+        return
+    record.update(parity_record(judge.parity(entry.precision, result.outputs)))
+    record["basis"] += f" ({record['images']} evaluation images)"
 
 
 def device_judge(manifest: ExportManifest, keras_predictor, size: tuple[int, int]):
@@ -190,9 +193,12 @@ def measure_devices(specs: list[str], export_dir: Path, manifest: ExportManifest
     judge = device_judge(manifest, keras_predictor, size)
     if judge is None:
         return {}, [f"devices {', '.join(t.label for t in chosen)} not run: no evaluation images recorded"]
-    bench = DeviceBench(export_dir, manifest, judge)
     for target in chosen:
-        bench.measure(target, rows)
+        pairs = [(row, artifact) for row, artifact in zip(rows[1:], manifest.artifacts, strict=True)
+                 if artifact.format in target.module.FORMATS and row["status"] != "failed"]
+        entries = [Entry(export_dir / a.path, a.format, a.precision, row) for row, a in pairs]
+        for (row, _), record in zip(pairs, judge_on(target, entries, judge), strict=True):
+            row["devices"][target.label] = record
     for row in rows:  # the phone estimates of the first device that has them
         row["estimates"] = next((r["estimates"] for r in row["devices"].values() if r.get("estimates")), [])
     return platform_devices(chosen), []

@@ -15,6 +15,10 @@ each runtime's files timed in turn over 5 rounds once all are built (median per 
 fp32 and the ladder's choice, `kernel_us` says where that time goes per op type, from onnxruntime's
 profiler (on narrow networks the int8 convolutions are no faster in sum than fp32's).
 NNCF runs in the bench venv (`make bench-env`; POCKETML_BENCH_PYTHON overrides where its python is).
+Every TFLite and ONNX file is also judged and costed on the emulated ARM phone core cortex-a76 (bench's
+device policy, benchmarks/on_device.py; `pocketml device setup arm64` first, else said and skipped): the
+speed goal is judged there on instructions per inference beside the host's x86 timings, because the x86
+int8 kernels are not the phone's.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ CACHE = PROJECT_ROOT / "runs" / "quantization_bench"
 MOBILENET_V2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 SPEEDUP_GOAL = 1.5  # an integer file at least this much faster than its fp32 at one thread
 SIZE_GOAL = 0.30  # a Core ML file at most this fraction of its fp32's bytes
+ARM_CORE = "cortex-a76"  # the phone core the integer files' speed goal is judged on
 
 
 def demo_model() -> tuple[Path, Path]:
@@ -225,12 +230,42 @@ def model_figures(name: str, model_dir: Path, dataset: Path) -> dict:
             figures[fmt] = rows(source, calibration, judge, work)
         print(f"{name}: nncf ...", flush=True)
         figures["nncf"] = nncf_row(work / "onnx-fp32.onnx", calibration, judge, work)
+        print(f"{name}: arm64:{ARM_CORE} ...", flush=True)
+        figures["arm"] = arm_figures(figures, judge)
         print(f"{name}: timing ...", flush=True)
         runtime_rows = [*figures["onnx"].values(), *([figures["nncf"]] if "file" in figures["nncf"] else [])]
         for group in (list(figures["tflite"].values()), runtime_rows, list(figures["coreml"].values())):
             interleaved_latencies([(*row.pop("file"), row) for row in group], judge.images[0])
     figures["goals"] = goals(figures)
     return figures
+
+
+def arm_figures(figures: dict, judge) -> str:
+    """Each TFLite and ONNX row's verdict and instructions per inference on the emulated ARM core, as
+    row["arm"]; returns what ran (or why not)."""
+    from pocketml.benchmarks import on_device
+    from pocketml.benchmarks.devices import arm64
+
+    state = arm64.status(ARM_CORE)
+    if not state.ready:
+        return f"not run: arm64:{ARM_CORE} is not ready ({state.missing[0]})"
+    rows = [row for fmt in ("tflite", "onnx") for row in figures[fmt].values()]
+    entries = [on_device.Entry(row["file"][1], fmt, row["precision"], {
+        "status": row["status"], "images": row["images"], "top1_agreement": row["agreement"], "flips": row["flips"],
+        "accuracy_drop_points": row["accuracy_drop_points"]}) for fmt in ("tflite", "onnx") for row in figures[fmt].values()]
+    target = on_device.targets([f"arm64:{ARM_CORE}"])[0]
+    for row, record in zip(rows, on_device.judge_on(target, entries, judge), strict=True):
+        cost, first = record.get("cost") or {}, (record.get("estimates") or [{}])[0]
+        row["arm"] = {"status": record["status"], "basis": record.get("basis") or record.get("reason"),
+                      "instructions": cost.get("instructions"), "dot": cost.get("dot"),
+                      "estimate_ms": first.get("estimate_ms"), "estimate_error": first.get("error")}
+    return f"arm64:{ARM_CORE}"
+
+
+def _arm_ratio(rows: dict, name: str) -> float | None:
+    """How many times fewer instructions per inference than the format's fp32 on the ARM core."""
+    fp32, row = (rows["fp32"].get("arm") or {}).get("instructions"), (rows.get(name, {}).get("arm") or {}).get("instructions")
+    return round(fp32 / row, 2) if fp32 and row else None
 
 
 def _speedup(rows: dict, name: str) -> float | None:
@@ -248,6 +283,12 @@ def goals(figures: dict) -> dict:
         passing = [row for name, row in rows.items() if name != "fp32" and row["status"] == "passed"
                    and (row["speedup_vs_fp32"] or 0) >= SPEEDUP_GOAL]
         found[f"{fmt}_passing_integer_{SPEEDUP_GOAL:g}x"] = bool(passing)
+        for name, row in rows.items():
+            row["arm_fewer_instructions_x"] = _arm_ratio(rows, name)
+        on_arm = [row for name, row in rows.items() if name != "fp32" and (row.get("arm") or {}).get("status") == "passed"
+                  and (row["arm_fewer_instructions_x"] or 0) >= SPEEDUP_GOAL]
+        if any(row.get("arm") for row in rows.values()):
+            found[f"{fmt}_passing_integer_{SPEEDUP_GOAL:g}x_fewer_instructions_on_{ARM_CORE}"] = bool(on_arm)
     coreml = figures["coreml"]
     found["coreml_passing_within_30pct"] = any(row["status"] == "passed" and row["size_vs_fp32"] <= SIZE_GOAL
                                                for name, row in coreml.items() if name != "fp32")
@@ -272,6 +313,11 @@ def print_summary(name: str, figures: dict) -> None:
             print(f"{fmt + ' ' + row_name:22s} {row['status']:8s} {agree:>14s} {row['accuracy_drop_points'] or 0:6.2f} "
                   f"{row['latency_ms'] or float('nan'):7.3f} {speed or float('nan'):7.2f} {row['bytes'] / 1e6:6.2f} "
                   f"{row['float_ops']:5d} {row['seconds']:6.1f}")
+            if row.get("arm"):
+                arm = row["arm"]
+                print(f"{'':22s} {ARM_CORE}: {arm['status']}, {(arm['instructions'] or 0) / 1e6:.2f} M instructions "
+                      f"({row.get('arm_fewer_instructions_x')}x fewer than fp32; host x86 {row.get('speedup_vs_fp32')}x), "
+                      f"estimate {arm['estimate_ms'] or float('nan'):.2f} ms ({arm['estimate_error']})")
             if row.get("ladder"):
                 print(f"{'':22s} ladder: {' -> '.join(row['ladder'])}")
             if row.get("kernel_us"):

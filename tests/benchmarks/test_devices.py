@@ -163,3 +163,18 @@ def test_report_labels_host_timings_and_adds_device_columns():
     assert flat[0]["arm64:cortex-a76:instructions"] == 3_230_000
     assert flat[0]["arm64:cortex-a76:bit_identical_to_host"] is True
     assert "arm64:cortex-a76:estimate_ms[Pixel 3 class]" in csv_columns
+
+
+def test_bench_refuses_an_unknown_or_unprepared_device_before_measuring(monkeypatch, tmp_path):
+    from pocketml.benchmarks.bench import check_config
+
+    from pocketml.config import from_mapping
+    from pocketml.configs.bench import BenchConfig
+
+    monkeypatch.setenv("POCKETML_CACHE", str(tmp_path))
+    config = from_mapping(BenchConfig, {"devices": ["arm64"]}, "bench")  # `[bench] devices = ["arm64"]`
+    with pytest.raises(PocketMLError, match=r"device arm64:cortex-a76 is not ready .*pocketml device setup arm64"):
+        check_config(config)
+    with pytest.raises(PocketMLError, match="no variant 'max'"):
+        check_config(BenchConfig(devices=["arm64:max"]))
+    check_config(BenchConfig())  # no device: nothing to prepare
