@@ -51,6 +51,17 @@ arm64-tools:
 device-arm64: $(STAMP) arm64-tools
 	$(SUDO) env HOME="$$HOME" POCKETML_CACHE="$$POCKETML_CACHE" $(BIN)/pocketml device setup arm64
 
+# The browser of `pocketml bench --device web`: Debian's Chromium and npm (root or sudo), then the pinned
+# runtimes (LiteRT.js, onnxruntime-web) by `npm pack` into ~/.cache/pocketml/web; both no-ops when done.
+.PHONY: web-tools device-web
+web-tools:
+	@for tool in chromium npm; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi  # only what is missing: a node from elsewhere keeps its npm
+
+device-web: $(STAMP) web-tools
+	$(BIN)/pocketml device setup web
+
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache
 

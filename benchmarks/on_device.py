@@ -137,7 +137,7 @@ def sample_record(target: Target, entry: Entry, result: DeviceRun, sample: np.nd
     host = format_module(entry.format).load(entry.path).predict(sample)
     compared = host_comparison(result.outputs, host)
     record = {"device": target.label, "vs_host": compared, "cost": result.cost, "notes": list(result.notes),
-              "estimates": estimates.estimate_ms(result.cost.get("instructions"))}
+              "estimates": estimates.estimate_ms(result.cost.get("instructions"), entry.precision)}
     record["speed"] = record["estimates"][0]["estimate_ms"] if record["estimates"] else result.cost.get(
         "p50_ms", result.cost.get(getattr(target.module, "COST_KEY", "instructions")))
     if compared["max_abs_diff"] <= HOST_EPSILON:

@@ -5,7 +5,8 @@ which runtime the web bundle should ship for a file of each format, by outputs a
 
 Models (under runs/web_runtime_bench/, reused when present):
 - demo: EfficientNet-Lite0 128 px on the glyphs A-J (`pocketml run examples/demo.toml --to train`);
-- lite96: EfficientNet-Lite0 96 px with the packaged ImageNet weights, head fitted on tests/photos.py.
+- hotdog: EfficientNet-Lite0 96 px with the packaged ImageNet weights, trained by `pocketml.train` on
+  ../shared/data/hotdog (200 train photos; its 50 val photos are the images).
 Each is exported to fp32 TFLite and ONNX and run by the web device (benchmarks/devices/web.py: the web
 bundle's classify.js in the system's Chromium, served with COOP/COEP) on up to 32 evaluation images:
 max|Δp| against the same file in the host runtime, p50/p90 per inference measured in the page with
@@ -24,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pocketml.benchmarks.common import PROJECT_ROOT, machine_info, print_result  # noqa: E402
+from pocketml.benchmarks.common import PROJECT_ROOT, machine_info, print_result, shared_data  # noqa: E402
 
 CACHE = PROJECT_ROOT / "runs" / "web_runtime_bench"
 ROUNDS = 3
@@ -39,17 +40,14 @@ def demo_model() -> tuple[Path, Path]:
     return run_dir / "model", run_dir / "dataset"
 
 
-def lite96_model() -> tuple[Path, Path]:
-    from tests.models import save_lite_classifier
-    from tests.photos import write_photo_folder
+def hotdog_model() -> tuple[Path, Path]:
+    import pocketml
 
-    root = CACHE / "lite96"
-    photos = root / "photos"
-    if not (root / "model" / "model.keras").is_file():
-        write_photo_folder(photos)
-        (root / "model").mkdir(parents=True, exist_ok=True)
-        save_lite_classifier(root / "model", photos / "train", size=96)
-    return root / "model", photos
+    data, out = shared_data("hotdog"), CACHE / "hotdog" / "model"
+    if not (out / "model.keras").is_file():
+        pocketml.train(data, out, backbone="efficientnet_lite0", weights="imagenet", image_size=96, seed=0,
+                       epochs_finetune=0, feature_cache_copies=1)
+    return out, data
 
 
 def exported(model_dir: Path, data: Path, out: Path) -> Path:
@@ -113,7 +111,7 @@ def main() -> None:
     if not state.ready:
         sys.exit("the web device is not ready: " + "; ".join(state.missing))
     results = {}
-    for name, build in (("lite96", lite96_model), ("demo", demo_model)):
+    for name, build in (("hotdog", hotdog_model), ("demo", demo_model)):
         model_dir, data = build()
         results[name] = measure(name, exported(model_dir, data, CACHE / name / "export"))
         row = results[name]

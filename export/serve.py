@@ -148,6 +148,8 @@ def asset(name: str) -> str:
 def what_to_serve(directory: Path, keras: Path | None) -> tuple[Path, type[IsolatedHandler]]:
     """A run directory (bundles/ and model/) or a bundles directory: the bundles with "try it";
     anything else (a single bundle, any folder): its files."""
+    if not directory.is_dir():
+        raise PocketMLError(f"{directory} is not a directory; give a web bundle, a bundles directory or a run directory")
     if (directory / "bundles").is_dir():
         keras = keras or (directory / "model" if (directory / "model").is_dir() else None)
         directory = directory / "bundles"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pocketml import paths
 from pocketml.artifact import Artifact, ExportManifest, Recommendation
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_output, atomic_write_json, atomic_write_text
@@ -73,6 +74,14 @@ RUNTIMES: dict[str, tuple[NpmPackage, ...]] = {
                    "ort"),
     ),
 }
+RUNTIME_NOTES = {
+    "tflite": "LiteRT.js has three WASM builds (~9 MB each): relaxed SIMD (Chromium), compat (browsers without "
+              "relaxed SIMD: Safari, Firefox) and threaded (cross-origin isolated pages); a browser downloads "
+              "only the one it uses. The one edit to npm's files: `runtime/litert/index.js` imports its helper as "
+              "`./wasm-utils.js` instead of by package name (a browser cannot resolve a bare name without an "
+              "import map).",
+    "onnx": "onnxruntime-web's one WASM build (~15 MB) runs both unthreaded and threaded; its files are unchanged.",
+}
 RUNTIME_NAMES = {"tflite": "LiteRT.js (@litertjs/core 2.5.3)", "onnx": "onnxruntime-web 1.31.1"}
 # @litertjs/core imports its helper by bare name, which a browser cannot resolve without an import map:
 # the copied index.js imports the copied helper by relative path instead (the only edit to npm's files).
@@ -80,9 +89,8 @@ BARE_IMPORTS = {"litert/index.js": ('from "@litertjs/wasm-utils"', 'from "./wasm
 
 
 def cache_root() -> Path:
-    from pocketml.benchmarks.devices import cache_dir
-
-    return cache_dir(PLATFORM)
+    """The web device's cache (benchmarks.devices.cache_dir("web") names the same folder)."""
+    return paths.cache_root() / PLATFORM
 
 
 def runtime_cache() -> Path:
@@ -219,11 +227,9 @@ def readme(manifest: ExportManifest, artifact: Artifact | None, reason: str) -> 
         "`Cross-Origin-Embedder-Policy: require-corp`: the page is then cross-origin isolated and the runtime "
         "uses several threads. Send the same two headers from your own server for the threaded speed.", "",
         "## The runtime", "",
-        f"`runtime/` holds only the files this model needs, copied unchanged from the npm packages {packages} "
-        "(checked against the sha512 integrity pinned in pocketml; `bundle.json` records it) — except that "
-        "`runtime/litert/index.js` imports its helper as `./wasm-utils.js` instead of by package name. "
-        "To load them from a CDN instead, point `createClassifier` at a copy of this folder whose `runtime/` "
-        "is served from `https://cdn.jsdelivr.net/npm/<package>@<version>/` (the same pinned versions).", "",
+        f"`runtime/` is a copy of only the files this model needs, from the npm packages {packages} (each "
+        "tarball checked against the sha512 integrity pinned in pocketml; `bundle.json` records it), so the "
+        "bundle needs no CDN and works offline. " + RUNTIME_NOTES[artifact.format], "",
     ]
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +44,8 @@ class RunPaths:
         """The one directory `stage` writes (acquire and curate are acquisition's two steps over dataset/)."""
         return {"acquire": self.dataset, "curate": self.dataset, "train": self.model,
                 "export": self.export, "bench": self.bench, "package": self.bundles}[stage]
+
+
+def cache_root() -> Path:
+    """What `pocketml device setup` prepares on purpose lives here: $POCKETML_CACHE, else ~/.cache/pocketml."""
+    return Path(os.environ.get("POCKETML_CACHE") or Path.home() / ".cache" / "pocketml").expanduser()

@@ -44,6 +44,7 @@ RUNTIMES = ("ai-edge-litert", "onnxruntime", "numpy")  # the wheels, at the vers
 GUEST = Path(__file__).with_name("arm64_guest.py")
 PLUGIN_SOURCE = Path(__file__).with_name("arm64_count.c")
 REPEATS = 3  # costed calls per file after the warm-up; the median is reported
+SPREAD_NOTE = 1e-3  # counted calls differing by more than this are said in the file's notes
 BATCH = 64  # ONNX images per session.run, as OnnxPredictor.predict (export/onnx.py PREDICT_BATCH)
 PROCESS_TIMEOUT_S = 3600  # one emulated process; emulation is ~300-700x slower than native
 
@@ -386,5 +387,8 @@ def collect(out: Path, count: int, cost: bool, returncode: int) -> list[DeviceRu
         notes = [f"emulated {entry['seconds']:.0f} s"]
         if cost and not figures:
             notes.append("no instruction count: the plugin wrote no regions")
+        if figures.get("spread", 0) > SPREAD_NOTE:
+            notes.append(f"the {figures['repeats']} counted calls differ by up to {figures['spread']:.2%}: the median "
+                         "is reported")
         results.append(DeviceRun(outputs=np.load(out / f"outputs-{index}.npy"), cost=figures, notes=notes))
     return results

@@ -160,11 +160,13 @@ async function liteRt(modelUrl, runtimeUrl, threads, accelerator) {
 }
 
 async function onnxRuntime(modelUrl, runtimeUrl, threads, accelerator) {
-  const ort = await import(new URL(accelerator === "webgpu" ? "ort/ort.webgpu.min.mjs" : "ort/ort.wasm.min.mjs", runtimeUrl).href);
+  // The bundle carries onnxruntime-web's WASM build only (its WebGPU build is another 30 MB).
+  if (accelerator !== "wasm") throw new Error(`pocketml: this bundle runs .onnx on WASM only, not ${accelerator}`);
+  const ort = await import(new URL("ort/ort.wasm.min.mjs", runtimeUrl).href);
   ort.env.wasm.wasmPaths = new URL("ort/", runtimeUrl).href;
   ort.env.wasm.numThreads = threads;
   ort.env.logLevel = "error";
-  const session = await ort.InferenceSession.create(modelUrl.href, { executionProviders: [accelerator === "webgpu" ? "webgpu" : "wasm"] });
+  const session = await ort.InferenceSession.create(modelUrl.href, { executionProviders: ["wasm"] });
   const inputName = session.inputNames[0], outputName = session.outputNames[0];
   return async (input, shape) => {
     const results = await session.run({ [inputName]: new ort.Tensor("float32", input, shape) });
@@ -200,7 +202,8 @@ export class Classifier {
 }
 
 // A Classifier for the bundle at `base` (default: this module's folder): its bundle.json names the file.
-// Options: file (another file of the bundle), threads (default: threadCount()), accelerator ("wasm" or "webgpu").
+// Options: file (another file of the bundle), threads (default: threadCount()), accelerator ("wasm";
+// "webgpu" for a .tflite: LiteRT.js's own WebGPU path, in browsers that offer a GPU adapter).
 export async function createClassifier({ base = HERE, file, threads = threadCount(), accelerator = "wasm" } = {}) {
   base = new URL(base, location.href);
   const config = await (await fetch(new URL("bundle.json", base))).json();

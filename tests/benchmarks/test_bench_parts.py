@@ -99,15 +99,17 @@ def test_peak_probe_measures_something():
 
 
 def test_phone_estimates_rest_on_published_points_with_their_error():
-    fits = estimates.calibration()
-    assert fits, "benchmarks/phones.json has a counted phone class"
-    pixel3 = fits[0]
-    assert pixel3["points"] >= 6 and len(pixel3["families"]) >= 2 and pixel3["threads"] == 4
-    rows = estimates.estimate_ms(10_000_000)
-    assert rows[0]["estimate_ms"] == pytest.approx(pixel3["factor"] * 10_000_000)
-    assert rows[0]["label"] == "estimate" and "leave-one-out error median" in rows[0]["error"]
-    assert "hosted_models" in rows[0]["source"]
-    assert estimates.estimate_ms(None) == []
+    fits = {fit["kernels"]: fit for fit in estimates.calibration()}
+    assert set(fits) == {"float", "integer"}, "benchmarks/phones.json has counted float and integer points"
+    pooled = estimates.overall_error()
+    (pixel3,) = pooled.values()
+    assert pixel3["points"] >= 6 and all(len(fit["families"]) >= 2 and fit["threads"] == 4 for fit in fits.values())
+    float_rows, int_rows = estimates.estimate_ms(10_000_000, "fp16"), estimates.estimate_ms(10_000_000, "int8")
+    assert float_rows[0]["estimate_ms"] == pytest.approx(fits["float"]["factor"] * 10_000_000)
+    assert int_rows[0]["estimate_ms"] == pytest.approx(fits["integer"]["factor"] * 10_000_000)
+    assert float_rows[0]["label"] == "estimate" and "leave-one-out error median" in float_rows[0]["error"]
+    assert "hosted_models" in float_rows[0]["source"]
+    assert estimates.estimate_ms(None, "fp32") == []
 
 
 def test_pareto_front_keeps_only_undominated_points():

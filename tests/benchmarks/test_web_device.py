@@ -96,3 +96,22 @@ def test_bench_on_the_web_device_judges_times_and_recommends(real_model_dir, pho
     assert rows[web["artifact"]]["devices"]["web:chromium"]["status"] == "passed"
     assert "web" in rows[web["artifact"]]["recommended"]
     assert ExportManifest.load(export_dir).by_name(web["artifact"]).passed
+
+
+@pytest.mark.slow
+def test_a_file_the_browser_cannot_run_is_an_error_and_the_next_file_still_runs(
+        real_model_dir, photos_dir, tmp_path_factory, tmp_path):
+    require_web_device()
+    from pocketml.benchmarks.devices import web
+
+    from pocketml.dataset import load_images
+
+    export_dir, _, _ = web_benched_export(real_model_dir, photos_dir, tmp_path_factory.getbasetemp())
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"TFL3" + bytes(64))
+    good = export_dir / ExportManifest.load(export_dir).find("tflite", "fp32").path
+    images = load_images(sorted((photos_dir / "test").rglob("*.jpg"))[:2], (96, 96))
+    bad_run, good_run = web.run([broken, good], ["tflite", "tflite"], images, cost=False)
+    assert bad_run.outputs is None and "broken.tflite in Chromium" in bad_run.error
+    assert good_run.error is None and good_run.outputs.shape == (2, 2)
+    np.testing.assert_allclose(good_run.outputs.sum(1), 1.0, atol=1e-5)

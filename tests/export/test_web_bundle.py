@@ -46,6 +46,25 @@ def test_serve_rejects_a_missing_folder_and_a_taken_port(tmp_path):
         server(tmp_path, port=int(url.rsplit(":", 1)[1].strip("/")))
 
 
+def test_serve_offers_try_it_for_a_run_or_bundles_directory_and_plain_files_otherwise(tmp_path):
+    from pocketml.export.serve import IsolatedHandler, TryHandler, what_to_serve
+
+    from pocketml.app import cli
+
+    run = tmp_path / "run"
+    (run / "bundles" / "onnx").mkdir(parents=True)
+    (run / "bundles" / "onnx" / "bundle.json").write_text(json.dumps({"files": [{"file": "model-fp32.onnx"}]}))
+    (run / "model").mkdir()
+    root, handler = what_to_serve(run, None)
+    assert root == run / "bundles" and issubclass(handler, TryHandler)
+    assert handler.try_it.keras == run / "model"
+    assert [c["name"] for c in handler.try_it.columns()] == ["keras", "onnx"]
+    assert what_to_serve(run / "bundles" / "onnx", None) == (run / "bundles" / "onnx", IsolatedHandler)
+    with pytest.raises(PocketMLError, match="does not exist"):
+        what_to_serve(run / "bundles", tmp_path / "missing.keras")
+    assert cli.main(["serve", str(tmp_path / "nowhere")]) == 2
+
+
 def test_a_web_recommendation_without_the_runtimes_set_up_fails_before_replacing_bundles(
         real_model_dir, photos_dir, tmp_path_factory, tmp_path, monkeypatch):
     from pocketml.export.package import package

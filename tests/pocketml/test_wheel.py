@@ -33,6 +33,8 @@ def test_the_wheel_installs_one_top_level_package_and_no_development_scripts(whe
         assert f"pocketml/{stage}/__init__.py" in names
     assert "pocketml/benchmarks/phones.json" in names  # package data travels with its package
     assert {"pocketml/benchmarks/devices/arm64_count.c", "pocketml/benchmarks/devices/arm64_guest.py"} <= set(names)
+    assert {"pocketml/export/web/classify.js", "pocketml/export/web/index.html", "pocketml/export/web/try.html",
+            "pocketml/benchmarks/devices/web_device.html"} <= set(names)  # the web bundle's and device's pages
     scripts = [n for n in names if n.endswith(("_bench.py", "_check.py", "_speed.py", "_inventory.py", "_anchor.py"))]
     assert scripts == []
 
