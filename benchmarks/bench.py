@@ -88,7 +88,8 @@ def new_row(name: str, fmt: str, precision: str, path: str, runtime: str) -> dic
         "zip_bytes": None,
         "params": None,
         "macs": None,
-        "images": 0,
+        "images": 0,  # agreement and |dp| are measured on these
+        "held_out_images": 0,  # accuracy on these (the labelled held-out split, the first of `images`)
         "accuracy": None,
         "accuracy_drop_points": None,
         "top1_agreement": None,
@@ -117,6 +118,7 @@ def verdict_figures(artifact: Artifact) -> dict:
         "status": status,
         "reason": parity.reason,
         "images": parity.images,
+        "held_out_images": parity.held_out_images,
         "accuracy": parity.accuracy,
         "accuracy_drop_points": parity.accuracy_drop_points,
         "top1_agreement": parity.top1_agreement,

@@ -3,7 +3,8 @@
 `EXPORT_DIR/manifest.json` (written by the export stage only):
   {"model": {spec..., "source": path, "source_sha256": ...},
    "planned": files the export set out to write (more than listed: unfinished), "inputs": digest,
-   "images": {"calibration": ImageSet.to_dict() | null, "evaluation": ImageSet.to_dict() | null},
+   "images": {"calibration": ImageSet.to_dict() | null, "evaluation": ImageSet.to_dict() | null,
+              "agreement": ImageSet.to_dict() | null (other images that did not calibrate: agreement only)},
    "artifacts": [{"format", "precision", "path" (relative to EXPORT_DIR), "sha256", "bytes",
                   "convert_seconds", "status", "reason", "notes", "details", "parity": {...}}]}
 
@@ -110,7 +111,6 @@ class Parity:
     status: str = SKIPPED  # one of VERDICTS
     reason: str | None = None
     images_needed: int | None = None  # too few images: about how many would decide, if the rates held
-    note: str | None = None
 
     @property
     def accuracy_drop_points(self) -> float | None:

@@ -109,8 +109,11 @@ def input_rescaling(model: Any) -> Any | None:
     it is the first layer of a nested model (Keras' MobileNetV3 and EfficientNetV2 carry their own)."""
     import keras
 
-    inputs = [layer for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
-    first = _reader(inputs[0]) if len(inputs) == 1 else None
+    if isinstance(model, keras.Sequential):  # its .layers leave out the InputLayer: the first layer reads it
+        first = model.layers[0] if model.layers else None
+    else:
+        inputs = [layer for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
+        first = _reader(inputs[0]) if len(inputs) == 1 else None
     return first if isinstance(first, keras.layers.Rescaling) else None
 
 

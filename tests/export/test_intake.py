@@ -147,7 +147,7 @@ def test_a_sequential_model_is_rebuilt_as_a_sequential_for_its_integer_files(par
     model = um.sequential(parts)
     ready, facts = integer_ready(model, images[:8].astype(np.float32))
     assert type(ready) is type(model) and ready is not model
-    assert facts["bias_correction"]  # the correction ran on the Sequential
+    assert facts["input_fold"]["folded"] and facts["bias_correction"]  # fold and correction ran on the Sequential
     np.testing.assert_allclose(ready.predict(images, verbose=0), model.predict(images, verbose=0), atol=0.05)
 
 

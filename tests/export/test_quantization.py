@@ -105,7 +105,7 @@ def test_onnx_ladder_judges_records_and_names_the_costliest_tensors(tmp_path, ke
     first = search["ladder"][0]
     assert first["step"] == "bias-corrected" and first["settings"]["reduce_range"] == qonnx.cpu_settings()["reduce_range"]
     for step in search["ladder"]:
-        if step["status"] in ("passed", "failed"):
+        if step["status"] in ("passed", "failed", "too few images"):
             assert step["images"] == len(judge.images) and step["flips"] is not None and step["bytes"] > 0
             assert step["latency_ms_1_thread"] > 0 and step["seconds"] > 0
     chosen = next(s for s in search["ladder"] if s["step"] == search["chosen"])
@@ -183,7 +183,24 @@ def test_search_is_bounded_and_keeps_the_closest_rung_when_none_passes(tmp_path,
     closest = min(outcome.steps[:2], key=lambda s: (s.flips, s.latency_ms_1_thread))  # fewest flips, then fastest
     assert outcome.chosen is closest and outcome.path.is_file()
     assert all(s.top1_agreement < 0.2 for s in outcome.steps[:2])  # the contrary judge really rejects them
-    assert outcome.details()["search"]["passed"] is False
+    assert outcome.details("int8")["search"]["passed"] is False
+
+
+def test_a_ladder_on_too_few_images_keeps_its_first_undecided_rung_and_says_so(tmp_path, keras_model, spec, calibration,
+                                                                              judge):
+    # Five images cannot show 97 % agreement, however faithful the file: every rung is "too few
+    # images", the ladder walks on (nothing passed) and keeps the first, the most integer one.
+    few = Judge(judge.images[:5], judge.reference[:5], None, "five photos")
+    fp32 = xo.float32_model(keras_model, spec)
+
+    def build(path: Path) -> Built:
+        path.write_bytes(xo.finished(xo.static_int8_model(fp32, calibration), spec, "int8"))
+        return Built(integer_only=True)
+
+    outcome = run_ladder(xo, "int8", [Candidate("a", {}, build), Candidate("b", {}, build)], few, tmp_path)
+    assert [s.status for s in outcome.steps] == ["too few images", "too few images"]
+    assert outcome.chosen is outcome.steps[0] and "too few images" in outcome.verdict_words()
+    assert outcome.details("int8")["search"]["verdict"] == "too few images"
 
 
 def test_tflite_export_records_the_ladder_and_a_strict_integer_only_variant(real_model_dir, photos_dir, tmp_path_factory):
