@@ -74,10 +74,9 @@ def bench_once(export_dir: Path, out: Path, devices: list[str]) -> tuple[dict, f
 
 def recount(export_dir: Path, rows: list[dict]) -> dict[str, float]:
     """Each file counted in two fresh emulated processes on the same image: their relative difference.
-    (Bench counts on its first sample image; a different image moves a count by up to ~0.3 %, so the
-    repeat is measured on one image twice.)"""
+    (Compared with bench's count, made on its first sample image, a count on another image differed by up to
+    0.33 % on the Lite0 export: the repeat is measured on one image, twice.)"""
     import numpy as np
-
     from pocketml.benchmarks.devices import arm64
 
     label = f"arm64:{CORE}"
