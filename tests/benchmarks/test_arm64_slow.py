@@ -14,7 +14,8 @@ import pytest
 from pocketml.benchmarks.devices import arm64
 from pocketml.export.registry import format_module
 
-pytestmark = pytest.mark.slow
+# The int8 export fixture alone took over 900 s on 2 shared cores; the emulated runs add minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 FILES = (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8"))
 
 
