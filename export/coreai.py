@@ -64,6 +64,10 @@ META_INPUT = "pocketml.input"
 CHILD_TIMEOUT_S = 1800  # a conversion child that hangs is stopped (the variant fails, the others go on)
 
 
+def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+    return []  # the shipped files are all its bundle needs
+
+
 def unavailable() -> str | None:
     """Why Core AI files cannot be made or run here (None: they can)."""
     import importlib.util
