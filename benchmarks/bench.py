@@ -392,8 +392,9 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         run.probe_peaks()
     add_throughput(rows, run.peaks)
     choices = recommend.choose(rows, config.budget_points, config.recommend_by, config.min_agreement)
+    named = recommend.keyed(choices)
     for row in rows:
-        row["recommended"] = sorted(c.label for c in choices if c.artifact == row["name"])
+        row["recommended"] = sorted(name for name, c in named.items() if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
     results = {
         "export_dir": what,
@@ -404,7 +405,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         "config": asdict(config),
         "peak_gflops": run.peaks,
         "rows": rows,
-        "recommendations": {c.label: {"artifact": c.artifact, "reason": c.reason} for c in choices},
+        "recommendations": {name: {"artifact": c.artifact, "reason": c.reason} for name, c in named.items()},
         "notes": [],
         "harness_overhead_pct_max": max_overhead(rows),
         "seconds": time.time() - started,
