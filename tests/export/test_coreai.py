@@ -77,12 +77,14 @@ def test_coreai_files_are_judged_by_the_coreai_runtime_like_every_other_file(cor
 def test_predict_and_load_read_an_aimodel(coreai_export, keras_model, photos):
     from pocketml.export.predict import load
 
+    from pocketml.dataset import load_images
+
     _, out = coreai_export
-    _, images, _ = photos
+    images = load_images(photos[0][:8], (96, 96))
     model = load(out / "coreai" / "model-fp32.aimodel")
     assert model.labels == ("cat", "coffee") and model.format == "coreai"
-    probs = model.predictor.predict(images[:8])
-    reference = keras_model.predict(images[:8].astype(np.float32), verbose=0)
+    probs = model.predictor.predict(images)
+    reference = keras_model.predict(images.astype(np.float32), verbose=0)
     assert np.abs(probs - reference).max() <= 1e-4
 
 

@@ -47,16 +47,17 @@ def test_onnx_runtimes_checker_finds_one_nnapi_partition_covering_every_node(onn
 def test_the_mobile_files_give_the_judged_files_outputs(onnx_bundle, photos_dir):
     import onnxruntime as ort
 
+    from pocketml.dataset import load_images
     from tests.export.user_models import photo_test_split
 
     export_dir, bundle = onnx_bundle
-    _, images, _ = photo_test_split(photos_dir)
+    images = load_images(photo_test_split(photos_dir)[0][:4], (96, 96))
     for precision in ("fp32", "int8"):
         judged = ort.InferenceSession(str(export_dir / "onnx" / f"model-{precision}.onnx"))
         for mobile in (f"model-{precision}.onnx", f"model-{precision}.ort"):
             session = ort.InferenceSession(str(bundle / "mobile" / mobile))
             assert session.get_inputs()[0].shape == [1, 96, 96, 3]
-            for image in images[:4].astype(np.float32):
+            for image in images.astype(np.float32):
                 expected = judged.run(None, {"image": image[None]})[0]
                 assert np.abs(session.run(None, {"image": image[None]})[0] - expected).max() <= 1e-6
 
