@@ -5,9 +5,12 @@ and CoreML execution providers take only nodes whose inputs have fixed shapes, s
 ONNX Runtime's own checker finds NNAPI covers 102 of 306 nodes of an int8 EfficientNet-Lite0 and the
 CoreML EP none; with the input fixed at [1,H,W,3] NNAPI takes all of them in one partition (fp32 and
 int8). So the bundle adds `mobile/`: each shipped file with its batch fixed at 1 (`.onnx`) and in the
-ORT format (`.ort`) that ORT Mobile's reduced builds load. Fixing the batch changes no weight or op;
-each derived file is run beside the judged one on the same image and must give the same outputs.
-The README gets the checker's NNAPI / CoreML (ML Program) coverage of each mobile file.
+ORT format (`.ort`) that ORT Mobile's reduced builds load. Fixing the batch changes no weight or op:
+the fixed file must give the judged file's outputs. The `.ort` file keeps ONNX Runtime's basic
+(portable) optimisations only, so desktop ONNX Runtime runs an int8 one's QuantizeLinear /
+DequantizeLinear pairs in float where it fuses the judged file into integer kernels: its largest
+difference from the judged file is measured and printed, and its top-1 class must agree. The README
+gets the checker's NNAPI / CoreML (ML Program) coverage of each mobile file.
 """
 
 from __future__ import annotations
@@ -55,13 +58,14 @@ def _outputs(path: Path, image: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: image})[0]
 
 
-def check_same_outputs(judged: Path, derived: Path, size: tuple[int, int]) -> float:
-    """max |difference| of `derived`'s outputs from `judged`'s on one image; a one-line error past SAME_OUTPUTS."""
+def difference(judged: Path, derived: Path, size: tuple[int, int], limit: float | None = SAME_OUTPUTS) -> float:
+    """max |difference| of `derived`'s outputs from `judged`'s on one image; a one-line error when it
+    exceeds `limit` or (limit None) when the top-1 class differs."""
     image = np.random.default_rng(CHECK_SEED).uniform(0, 255, (1, *size, 3)).astype(np.float32)
-    diff = float(np.abs(_outputs(judged, image) - _outputs(derived, image)).max())
-    if diff > SAME_OUTPUTS:
-        raise PocketMLError(f"{derived.name} differs from {judged.name} by {diff:.3g} (> {SAME_OUTPUTS:g}); "
-                            "not shipping it")
+    expected, got = _outputs(judged, image), _outputs(derived, image)
+    diff = float(np.abs(expected - got).max())
+    if (limit is not None and diff > limit) or int(expected.argmax()) != int(got.argmax()):
+        raise PocketMLError(f"{derived.name} differs from {judged.name} by {diff:.3g}; not shipping it")
     return diff
 
 
@@ -100,15 +104,19 @@ def mobile_files(folder: Path, files: list[Path], size: tuple[int, int]) -> list
     for judged in files:
         fixed, ort_file = mobile / judged.name, mobile / f"{judged.stem}.ort"
         fixed_batch(judged, fixed, size)
-        check_same_outputs(judged, fixed, size)
+        difference(judged, fixed, size)
         ort_format(fixed, ort_file)
-        check_same_outputs(judged, ort_file, size)
+        ort_diff = difference(judged, ort_file, size, limit=None)
         figures = coverage(fixed)
         rows.append(f"| `{MOBILE_DIR}/{fixed.name}`, `{MOBILE_DIR}/{ort_file.name}` | {_cell(figures['NNAPI'])} "
-                    f"| {_cell(figures['CoreML'])} |")
+                    f"| {_cell(figures['CoreML'])} | {ort_diff:.2g} |")
     return ["", "## ONNX Runtime Mobile", "",
             f"`{MOBILE_DIR}/` holds each file with its input fixed at [1,{size[0]},{size[1]},3] (the NNAPI and "
             "CoreML execution providers take only fixed shapes) and in the ORT format that ORT Mobile's reduced "
-            "builds load; each gives the same outputs as the judged file. Coverage by ONNX Runtime's "
-            "mobile usability checker (`python -m onnxruntime.tools.check_onnx_model_mobile_usability`):", "",
-            "| mobile files | NNAPI (Android) | CoreML EP, ML Program (iOS) |", "|---|---|---|", *rows]
+            "builds load (basic, portable optimisations). The fixed `.onnx` gives the judged file's outputs; "
+            "on desktop ONNX Runtime an int8 `.ort` runs its quantise/dequantise pairs in float (the judged file "
+            "is fused into integer kernels), so its difference from the judged file on a check image is listed. "
+            "Coverage by ONNX Runtime's mobile usability checker "
+            "(`python -m onnxruntime.tools.check_onnx_model_mobile_usability`):", "",
+            "| mobile files | NNAPI (Android) | CoreML EP, ML Program (iOS) | `.ort` vs judged, max\\|Δp\\| |",
+            "|---|---|---|---|", *rows]
