@@ -78,12 +78,14 @@ def palettize_kernels(model, bits: int) -> int:
             if name not in ("kernel", "depthwise_kernel") or int(np.prod(variable.shape)) <= PALETTE_MIN_WEIGHTS:
                 continue
             indices, palette = kmeans_palette(np.asarray(variable.value.detach().cpu()), bits)
-            # Buffers named *_indices / *_lut: the converter finds the look-up's operands by those names.
-            layer.register_buffer(f"pocketml_{name}_indices", torch.from_numpy(indices))
-            layer.register_buffer(f"pocketml_{name}_lut", torch.from_numpy(palette).reshape(
-                *([1] * indices.ndim), 2**bits, 1))
+            # Buffers of the exported module itself, named *_indices / *_lut: the converter finds the
+            # look-up's operands by those names in the program's state_dict (a nested Keras layer's
+            # buffers would be lifted as anonymous constants).
+            key = f"pocketml_{count}"
+            model.register_buffer(f"{key}_indices", torch.from_numpy(indices))
+            model.register_buffer(f"{key}_lut", torch.from_numpy(palette).reshape(*([1] * indices.ndim), 2**bits, 1))
             variable.__class__ = _palettized_class(type(variable))
-            variable._pocketml_lookup = (layer, name)
+            variable._pocketml_lookup = (model, key)
             count += 1
     return count
 
@@ -95,8 +97,8 @@ def _palettized_class(base: type) -> type:
     class PalettizedVariable(base):
         @property
         def value(self):
-            layer, name = self._pocketml_lookup
-            indices, lut = getattr(layer, f"pocketml_{name}_indices"), getattr(layer, f"pocketml_{name}_lut")
+            owner, key = self._pocketml_lookup
+            indices, lut = getattr(owner, f"{key}_indices"), getattr(owner, f"{key}_lut")
             return torch.ops.coreai.lut_to_dense(indices, lut, 0)
 
     return PalettizedVariable

@@ -57,7 +57,7 @@ def coreai_export(real_model_dir, photos_dir, tmp_path_factory):
     from pocketml.configs.export import ExportConfig
 
     out = tmp_path_factory.mktemp("coreai") / "export"
-    config = ExportConfig(formats=["coreai"], precisions=["fp32", "fp16"], validation_images=photos_dir)
+    config = ExportConfig(formats=["coreai"], precisions=["fp32", "fp16", "compressed"], validation_images=photos_dir)
     return export_model(real_model_dir, out, config), out
 
 
@@ -68,6 +68,9 @@ def test_coreai_files_are_judged_by_the_coreai_runtime_like_every_other_file(cor
     assert fp32.passed and fp16.passed, (fp32.parity, fp16.parity)
     assert fp32.parity.max_abs_diff <= 1e-4 and fp32.parity.top1_agreement == 1.0
     assert fp16.bytes < 0.6 * fp32.bytes  # float16 weights
+    compressed = manifest.find("coreai", "compressed")
+    assert compressed.passed and compressed.bytes <= 0.30 * fp32.bytes, (compressed.parity, compressed.bytes)
+    assert compressed.details["search"]["chosen"].startswith("palette")
     assert (out / fp32.path / "main.mlirb").is_file()
     metadata = json.loads((out / fp32.path / "metadata.json").read_text())["creatorDefinedMetadata"]
     assert metadata["pocketml.labels"] == ["cat", "coffee"] and metadata["pocketml.precision"] == "fp32"
