@@ -62,6 +62,7 @@ def coreai_export(real_model_dir, photos_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the fixture: a fitted EfficientNet-Lite0, then 3 torch-backend children and a ladder
 def test_coreai_files_are_judged_by_the_coreai_runtime_like_every_other_file(coreai_export):
     manifest, out = coreai_export
     fp32, fp16 = manifest.find("coreai", "fp32"), manifest.find("coreai", "fp16")
