@@ -397,8 +397,9 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         by_device, notes = on_device.measure_devices(config.devices, export_dir, manifest, rows,
                                                      run.keras_predictor, run.size)
     choices = recommend.choose(rows, config.recommend_by, by_device)
+    named = recommend.keyed(choices)
     for row in rows:
-        row["recommended"] = sorted(c.label for c in choices if c.artifact == row["name"])
+        row["recommended"] = sorted(name for name, c in named.items() if c.artifact == row["name"])
     evaluation = manifest.images.get("evaluation") or {}
     results = {
         "export_dir": what,
@@ -409,7 +410,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
         "config": asdict(config),
         "peak_gflops": run.peaks,
         "rows": rows,
-        "recommendations": {c.label: {"artifact": c.artifact, "reason": c.reason} for c in choices},
+        "recommendations": {name: {"artifact": c.artifact, "reason": c.reason} for name, c in named.items()},
         "devices": list(dict.fromkeys(d for row in rows for d in row["devices"])),
         "notes": notes,
         "harness_overhead_pct_max": max_overhead(rows),

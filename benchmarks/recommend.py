@@ -93,6 +93,15 @@ def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> 
     return choices
 
 
+def keyed(choices: list[Recommendation]) -> dict[str, Recommendation]:
+    """The recommendations by the name bench's report gives them: the platform, with the OS its file
+    is for where the platform has several tiers ("ios (iOS 27+, macOS 27+ (Core AI))")."""
+    tiers: dict[str, int] = {}
+    for choice in choices:
+        tiers[choice.platform] = tiers.get(choice.platform, 0) + 1
+    return {(c.label if tiers[c.platform] > 1 else c.platform): c for c in choices}
+
+
 def runs_on(formats: tuple[str, ...]) -> str:
     return " / ".join(dict.fromkeys(format_module(f).RUNS_ON for f in formats))
 

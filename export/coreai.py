@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
 from pocketml.errors import PocketMLError
@@ -29,7 +30,7 @@ from pocketml.spec import ModelSpec
 
 FORMAT = "coreai"
 SUFFIX = ".aimodel"
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "compressed")
 NEEDS_CALIBRATION: frozenset[str] = frozenset()
 PLATFORMS = ("ios",)
 RUNS_ON = "iOS 27+, macOS 27+ (Core AI)"
@@ -61,7 +62,13 @@ OUTPUT_NAME = "probabilities"
 META_LABELS = "pocketml.labels"
 META_PRECISION = "pocketml.precision"
 META_INPUT = "pocketml.input"
+PALETTE_BITS = (8, 6, 4)  # the compressed ladder's rungs, least lossy first (export/coreai_convert.py)
+PALETTE_MIN_WEIGHTS = 2048  # smaller kernels (depthwise ones) stay fp16, as coremltools' default leaves them
 CHILD_TIMEOUT_S = 1800  # a conversion child that hangs is stopped (the variant fails, the others go on)
+
+
+def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+    return []  # the shipped files are all its bundle needs
 
 
 def unavailable() -> str | None:
@@ -80,14 +87,20 @@ def require() -> None:
         raise PocketMLError(why)
 
 
-def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray | None) -> list[str]:
-    """Write `model` as an .aimodel of `precision` to `out_path`; returns notes for the user."""
+def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration: np.ndarray | None,
+            judge=None) -> list[str] | Converted:
+    """Write `model` as an .aimodel of `precision` to `out_path`; returns notes for the user.
+
+    `compressed` is the first rung of PALETTE_BITS (least lossy first) within budget (`judge`) and at
+    most SIZE_GOAL of the fp32 asset's size: Core ML's ladder idea, with Core AI's look-up-table op."""
     if precision not in PRECISIONS:
         raise PocketMLError(f"unknown Core AI precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
     require()
     if any(type(layer).__name__ == "SavedModelSignature" for layer in model.layers):
         raise PocketMLError("Core AI converts through Keras on the torch backend, where a TensorFlow SavedModel "
                             "cannot run; export the model's .keras (or .h5) file instead")
+    if precision == "compressed":
+        return _compressed(model, spec, Path(out_path), judge)
     with tempfile.TemporaryDirectory(prefix="pocketml-coreai-") as work:
         work = Path(work)
         asset = work / f"model{SUFFIX}"  # the converter insists on the suffix; atomic_output's path has it too
@@ -96,6 +109,50 @@ def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration:
     if precision == "fp16":
         return ["coreai fp16: weights, compute, input and output in float16 (pixels 0..255 are exact in float16)"]
     return []
+
+
+def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
+    """One child writes fp32 (the size reference) and every rung; the ladder judges them in order."""
+    from pocketml.export.quantization.coreml import SIZE_GOAL, size_precheck
+    from pocketml.export.quantization.search import Built, Candidate, Step, place, run_ladder
+
+    from pocketml.fsutil import tree_bytes
+
+    with tempfile.TemporaryDirectory(prefix="pocketml-coreai-ladder-") as work:
+        work = Path(work)
+        built = {bits: work / f"palettized-{bits}{SUFFIX}" for bits in PALETTE_BITS}
+        convert_in_child(model, spec, work, [("fp32", work / f"fp32{SUFFIX}"),
+                                             *((f"palettized-{bits}", path) for bits, path in built.items())])
+        fp32_bytes = tree_bytes(work / f"fp32{SUFFIX}")
+
+        def rung(bits: int) -> Candidate:
+            def build(path: Path) -> Built:
+                os.replace(built[bits], path)
+                return Built(integer_only=None, notes=[])
+            return Candidate(f"palette {bits}-bit", {"bits": bits, "granularity": "per_tensor",
+                                                     "min_weights": PALETTE_MIN_WEIGHTS}, build)
+
+        rungs = [rung(bits) for bits in PALETTE_BITS]
+        precheck = size_precheck(fp32_bytes)
+        if judge is None:  # nothing to judge with: the first rung within the size goal
+            for candidate in rungs:
+                path = work / f"unjudged-{candidate.settings['bits']}{SUFFIX}"
+                candidate.build(path)
+                if precheck(Step(candidate.step, candidate.settings, "not judged", bytes=tree_bytes(path))) is None:
+                    place(path, out_path)
+                    return Converted([f"coreai compressed: {candidate.step}; not judged (no evaluation images)"],
+                                     {"recipe": candidate.settings, "fp32_bytes": fp32_bytes})
+            raise PocketMLError(f"no coreai compressed rung is within {SIZE_GOAL:.0%} of fp32's size")
+        outcome = run_ladder(sys.modules[__name__], "compressed", rungs, judge, work, precheck=precheck)
+        if outcome.path is None:
+            raise PocketMLError(f"no rung of the coreai compressed ladder was within {SIZE_GOAL:.0%} of fp32's size: "
+                                + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
+        place(outcome.path, out_path)
+    chosen = outcome.chosen
+    verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
+    note = (f"coreai compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
+            f"{chosen.step}, {chosen.bytes / fp32_bytes:.3f} of fp32's {fp32_bytes / 1e6:.2f} MB")
+    return Converted([note], outcome.details(fp32_bytes=fp32_bytes, size_goal=SIZE_GOAL))
 
 
 def convert_in_child(model, spec: ModelSpec, work: Path, outputs: list[tuple[str, Path]]) -> None:

@@ -319,6 +319,10 @@ class CoreMLPredictor:
         return np.asarray(rows, dtype=np.float32)
 
 
+def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+    return []  # the shipped files are all its bundle needs
+
+
 def unavailable() -> str | None:
     return None  # its converter and runtime are pocketml's own dependencies
 

@@ -45,7 +45,39 @@ image = Image.open("photo.jpg").convert("RGB").resize(({width}, {height}))
 pixels = np.asarray(image, dtype=np.float32)[None]  # [1, H, W, 3] RGB 0..255; normalised inside the model
 probabilities = session.run(None, {{session.get_inputs()[0].name: pixels}})[0][0]
 print(labels[int(probabilities.argmax())], float(probabilities.max()))
-```"""}  # usage code per platform for the bundle README
+```""" + """
+
+On Android, ONNX Runtime Mobile with NNAPI (the file from `mobile/`, its batch fixed at 1):
+
+```kotlin
+// build.gradle: implementation("com.microsoft.onnxruntime:onnxruntime-android:1.24.2")
+import ai.onnxruntime.OnnxTensor
+import ai.onnxruntime.OrtEnvironment
+import ai.onnxruntime.OrtSession
+import java.nio.FloatBuffer
+
+val env = OrtEnvironment.getEnvironment()
+val options = OrtSession.SessionOptions().apply {{ addNnapi() }}
+val session = env.createSession(context.assets.open("mobile/{stem}.ort").readBytes(), options)
+// pixels: FloatArray of {height}x{width}x3 RGB values 0..255 (row-major, channels last)
+val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(pixels), longArrayOf(1, {height}, {width}, 3))
+val probabilities = (session.run(mapOf("image" to input))[0].value as Array<FloatArray>)[0]
+```
+
+On iOS, ONNX Runtime Mobile with the CoreML execution provider (CocoaPods `onnxruntime-objc`):
+
+```swift
+import onnxruntime_objc
+
+let env = try ORTEnv(loggingLevel: .warning)
+let options = try ORTSessionOptions()
+try options.appendCoreMLExecutionProvider(with: ORTCoreMLExecutionProviderOptions())
+let path = Bundle.main.path(forResource: "{stem}", ofType: "ort")!  // from mobile/
+let session = try ORTSession(env: env, modelPath: path, sessionOptions: options)
+// pixelData: Data of {height}x{width}x3 Float32 RGB values 0..255, channels last
+let input = try ORTValue(tensorData: NSMutableData(data: pixelData), elementType: .float, shape: [1, {height}, {width}, 3])
+let outputs = try session.run(withInputs: ["image": input], outputNames: ["probabilities"], runOptions: nil)
+```"""}  # usage code per platform for the bundle README; {stem}: the file's name without its suffix  # usage code per platform for the bundle README
 
 OPSET = ONNX_OPSET  # the default opset (the accepted range is declared with the [export] config)
 OPSETS = ONNX_OPSETS
@@ -387,6 +419,13 @@ class OnnxPredictor:
 def load(path: Path, threads: int | None = None) -> OnnxPredictor:
     """A Predictor for an ONNX file; `threads` caps onnxruntime's intra-op threads (None: its default)."""
     return OnnxPredictor(Path(path), threads)
+
+
+def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+    """The ORT Mobile files beside the shipped ones (export/onnx_mobile.py) and the README's lines about them."""
+    from pocketml.export.onnx_mobile import mobile_files
+
+    return mobile_files(folder, files, tuple(model["image_size"]))
 
 
 def unavailable() -> str | None:

@@ -148,7 +148,7 @@ def _recommendation_lines(recommendations: list[Recommendation], files: list[Art
 
 
 def readme_text(platform: str, manifest: ExportManifest, files: list[Artifact], left_out: list[Artifact],
-                recommendations: list[Recommendation], min_os: int) -> str:
+                recommendations: list[Recommendation], min_os: int, extras: list[str] = ()) -> str:
     model = manifest.model
     height, width = model.image_size
     lines = [f"# {platform_title(platform)} bundle", "",
@@ -174,7 +174,7 @@ def readme_text(platform: str, manifest: ExportManifest, files: list[Artifact], 
             line += (f" It is the strict integer-only file (NPU, DSP, Edge TPU): the export keeps it at "
                      f"`{artifact.path}` for accelerators that need one.")
         lines.append(line)
-    lines += _snippets(platform, files, height, width)
+    lines += [*_snippets(platform, files, height, width), *extras]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -190,7 +190,8 @@ def _snippets(platform: str, files: list[Artifact], height: int, width: int) -> 
         if snippet is None:
             continue
         lines += ["", f"## {module.TITLE}"] if len(formats) > 1 else []
-        lines += ["", snippet.format(file=file, class_name=Path(file).stem.replace("-", "_"), height=height, width=width)]
+        lines += ["", snippet.format(file=file, stem=Path(file).stem, class_name=Path(file).stem.replace("-", "_"),
+                                     height=height, width=width)]
     return lines
 
 
@@ -215,8 +216,10 @@ def write_bundle(folder: Path, export_dir: Path, platform: str, manifest: Export
         "recommendations": [{"artifact": r.artifact, "runs_on": r.runs_on, "reason": r.reason} for r in recs],
         "files": [entry(a) for a in files],
     })
+    extras = [line for fmt in dict.fromkeys(a.format for a in files) for line in format_module(fmt).bundle_extras(
+        folder, [folder / Path(a.path).name for a in files if a.format == fmt], manifest.model)]
     left_out = [a for a in artifacts if a not in files]
-    atomic_write_text(folder / README, readme_text(platform, manifest, files, left_out, recs, min_os))
+    atomic_write_text(folder / README, readme_text(platform, manifest, files, left_out, recs, min_os, extras))
     return files
 
 

@@ -17,11 +17,13 @@ exporter, validate, bench, package, predict):
   THREADED: bool                    # its runtime takes a CPU thread count (bench times each count)
   RUNTIME_MODULE: str               # the runtime's import (the memory probe imports it before measuring)
   SNIPPETS: dict[str, str]          # platform -> usage code for its bundle README; {file}, {class_name},
-                                    # {height}, {width} (a platform a device stands for adds its own)
+                                    # {height}, {width}, {stem} (a platform a device stands for adds its own)
   convert(model, spec, precision, out_path, calibration, **options) -> list[str] | Converted
   load(path, threads=None) -> Predictor   # see export/runtime.py
   read_labels(path) -> tuple[str, ...] | None  # the labels the file carries (None: it has none)
   latency_unavailable() -> str | None     # why this machine cannot time the format (None: it can)
+  bundle_extras(folder, files, model) -> list[str]  # files a bundle derives from the shipped `files` (ONNX:
+                                          # ORT Mobile copies) and the README lines about them
   unavailable() -> str | None             # why this machine cannot convert to it at all, e.g. an optional
                                           # extra not installed (None: it can); checked before any export
   read_precision(path) -> str | None      # the precision the file records (None: it records none)

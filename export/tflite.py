@@ -30,15 +30,21 @@ RUNTIME = "LiteRT Interpreter(num_threads=N) with its default XNNPACK delegate (
 THREADED = True  # its runtime takes a CPU thread count (bench times each count)
 RUNTIME_MODULE = "ai_edge_litert.interpreter"
 SNIPPETS = {"android": """```kotlin
-// build.gradle: implementation("org.tensorflow:tensorflow-lite-task-vision:0.4.4")
-import org.tensorflow.lite.support.image.TensorImage
-import org.tensorflow.lite.task.vision.classifier.ImageClassifier
+// build.gradle: implementation("com.google.mediapipe:tasks-vision:0.10.21")  (MediaPipe Tasks; the
+// TFLite Task Library is deprecated). Copy {file} into app/src/main/assets/.
+import com.google.mediapipe.framework.image.BitmapImageBuilder
+import com.google.mediapipe.tasks.core.BaseOptions
+import com.google.mediapipe.tasks.vision.imageclassifier.ImageClassifier
 
-val classifier = ImageClassifier.createFromFile(context, "{file}")  // copy into app/src/main/assets/
-val results = classifier.classify(TensorImage.fromBitmap(bitmap))  // labels come from the file's metadata
-val best = results[0].categories.maxByOrNull {{ it.score }}
-Log.i("pocketml", "${{best?.label}} ${{best?.score}}")
-```"""}  # usage code per platform for the bundle README
+val options = ImageClassifier.ImageClassifierOptions.builder()
+    .setBaseOptions(BaseOptions.builder().setModelAssetPath("{file}").build())
+    .setMaxResults(1)
+    .build()
+val classifier = ImageClassifier.createFromOptions(context, options)  // labels come from the file's metadata
+val result = classifier.classify(BitmapImageBuilder(bitmap).build())
+val best = result.classificationResult().classifications()[0].categories()[0]
+Log.i("pocketml", "${{best.categoryName()}} ${{best.score()}}")
+```"""}  # usage code per platform for the bundle README  # usage code per platform for the bundle README
 
 NOTES = {
     "fp16": "fp16 weights; runs in fp32 on CPU and fp16 on the GPU delegate",
@@ -254,6 +260,10 @@ def load(path: str | Path, threads: int | None = None) -> TFLitePredictor:
     if not path.is_file():
         raise PocketMLError(f"{path} does not exist; give a .tflite file written by `pocketml export`")
     return TFLitePredictor(path, threads)
+
+
+def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+    return []  # the shipped files are all its bundle needs
 
 
 def unavailable() -> str | None:

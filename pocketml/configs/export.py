@@ -19,7 +19,8 @@ COREML_TARGET = "iOS16"
 
 @dataclass
 class ExportConfig:
-    # File formats to produce, in order, from export.registry (tflite, coreml, onnx); empty means all of them.
+    # File formats to produce, in order, from export.registry (tflite, coreml, onnx, coreai); empty means every
+    # format this machine converts to (Core AI only with the pocketml[coreai] extra).
     formats: list[str] = field(default_factory=list)
     # Precisions to produce; empty means every precision each format supports (see export.registry).
     precisions: list[str] = field(default_factory=list)

@@ -57,17 +57,21 @@ def coreai_export(real_model_dir, photos_dir, tmp_path_factory):
     from pocketml.configs.export import ExportConfig
 
     out = tmp_path_factory.mktemp("coreai") / "export"
-    config = ExportConfig(formats=["coreai"], precisions=["fp32", "fp16"], validation_images=photos_dir)
+    config = ExportConfig(formats=["coreai"], precisions=["fp32", "fp16", "compressed"], validation_images=photos_dir)
     return export_model(real_model_dir, out, config), out
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the fixture: a fitted EfficientNet-Lite0, then 3 torch-backend children and a ladder
 def test_coreai_files_are_judged_by_the_coreai_runtime_like_every_other_file(coreai_export):
     manifest, out = coreai_export
     fp32, fp16 = manifest.find("coreai", "fp32"), manifest.find("coreai", "fp16")
     assert fp32.passed and fp16.passed, (fp32.parity, fp16.parity)
     assert fp32.parity.max_abs_diff <= 1e-4 and fp32.parity.top1_agreement == 1.0
     assert fp16.bytes < 0.6 * fp32.bytes  # float16 weights
+    compressed = manifest.find("coreai", "compressed")
+    assert compressed.passed and compressed.bytes <= 0.30 * fp32.bytes, (compressed.parity, compressed.bytes)
+    assert compressed.details["search"]["chosen"].startswith("palette")
     assert (out / fp32.path / "main.mlirb").is_file()
     metadata = json.loads((out / fp32.path / "metadata.json").read_text())["creatorDefinedMetadata"]
     assert metadata["pocketml.labels"] == ["cat", "coffee"] and metadata["pocketml.precision"] == "fp32"
@@ -77,12 +81,14 @@ def test_coreai_files_are_judged_by_the_coreai_runtime_like_every_other_file(cor
 def test_predict_and_load_read_an_aimodel(coreai_export, keras_model, photos):
     from pocketml.export.predict import load
 
+    from pocketml.dataset import load_images
+
     _, out = coreai_export
-    _, images, _ = photos
+    images = load_images(photos[0][:8], (96, 96))
     model = load(out / "coreai" / "model-fp32.aimodel")
     assert model.labels == ("cat", "coffee") and model.format == "coreai"
-    probs = model.predictor.predict(images[:8])
-    reference = keras_model.predict(images[:8].astype(np.float32), verbose=0)
+    probs = model.predictor.predict(images)
+    reference = keras_model.predict(images.astype(np.float32), verbose=0)
     assert np.abs(probs - reference).max() <= 1e-4
 
 

@@ -45,7 +45,7 @@ def test_bundle_leads_with_the_recommended_file_and_carries_only_passed_ones(exp
     assert first["file"] == "model-int8-dynamic.tflite" and first["sha256"] == manifest.find("tflite", "int8-dynamic").sha256
     readme = (android / "README.md").read_text()
     assert "Recommended: `model-int8-dynamic.tflite` (int8-dynamic) — smallest, 3.7 MB." in readme
-    assert 'createFromFile(context, "model-int8-dynamic.tflite")' in readme
+    assert 'setModelAssetPath("model-int8-dynamic.tflite")' in readme and "tasks-vision:0.10.21" in readme
     strict = next(line for line in readme.splitlines() if line.startswith("| `model-int8-uint8io.tflite`"))
     assert strict.endswith("| integer-only (NPU, DSP, Edge TPU, CPU) |")
     # A hard link: the bundle costs no second copy of the weights.
