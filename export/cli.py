@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "/try/ compares every bundle's file with the Keras original on a photo you drop.",
     )
     serve.add_argument("directory", type=Path, metavar="DIR", help="a web bundle, a bundles directory or a run directory")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default) keeps it to this machine")
     serve.add_argument("--model", type=Path, default=None, help="the Keras original for /try/ (default: RUN_DIR/model)")
     serve.set_defaults(func=run_serve)
