@@ -88,6 +88,10 @@ def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> 
     devices = devices or {}
     choices = []
     for platform, fmts in platform_formats(device_platforms(devices)).items():
+        if not any(row["format"] in fmts for row in rows[1:]):  # the export was not asked for them
+            choices.append(Recommendation(platform, None, f"no {platform} format was asked for "
+                                          f"({', '.join(fmts)} not exported)", runs_on(fmts)))
+            continue
         for tier in os_tiers(fmts, platform).values():
             choices.append(_choose_one(rows, platform, tier, by, devices.get(platform)))
     return choices
@@ -109,8 +113,8 @@ def runs_on(formats: tuple[str, ...]) -> str:
 def _choose_one(rows: list[dict], platform: str, fmts: tuple[str, ...], by: str, device: str | None) -> Recommendation:
     fmt = " or ".join(fmts)
     rows_of = [row for row in rows[1:] if row["format"] in fmts]
-    if not rows_of:  # the export was not asked for this platform's formats
-        return Recommendation(platform, None, f"no {platform} format was asked for ({fmt} not exported)", runs_on(fmts))
+    if not rows_of:  # the platform's other tier was exported, this one's formats not
+        return Recommendation(platform, None, f"{fmt} not exported", runs_on(fmts))
     verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
     candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
     undecided = not candidates

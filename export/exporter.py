@@ -93,7 +93,7 @@ def planned_variants(
 
 def check_config(config: ExportConfig, has_calibration: bool) -> list[tuple[str, str]]:
     """The (format, precision) pairs an [export] section asks for, every name checked before anything runs."""
-    return planned_variants(format_modules(config.formats), config.precisions, has_calibration)[0]
+    return planned_variants(format_modules(config.formats, []), config.precisions, has_calibration)[0]
 
 
 def _precision_order(precision: str) -> tuple[int, str]:

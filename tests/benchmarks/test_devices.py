@@ -130,12 +130,12 @@ def device_row(name, speed, status=PASSED, fmt="tflite", size=100):
 def test_recommendation_ranks_by_the_device_and_never_ships_a_file_failing_there():
     keras = {"name": "keras", "format": "keras"}
     rows = [keras, device_row("tflite-fp32", 10.0, size=400), device_row("tflite-int8", 4.0)]
-    host = {c.platform: c for c in recommend.choose(rows, 1.0, "latency")}
-    by_device = {c.platform: c for c in recommend.choose(rows, 1.0, "latency", devices={"android": "arm64:cortex-a76"})}
+    host = {c.platform: c for c in recommend.choose(rows, "latency")}
+    by_device = {c.platform: c for c in recommend.choose(rows, "latency", devices={"android": "arm64:cortex-a76"})}
     assert host["android"].artifact == "tflite-fp32"  # host wall time
     assert by_device["android"].artifact == "tflite-int8" and "fastest on arm64:cortex-a76" in by_device["android"].reason
     rows[2]["devices"]["arm64:cortex-a76"]["status"] = "failed validation"
-    again = {c.platform: c for c in recommend.choose(rows, 1.0, "latency", devices={"android": "arm64:cortex-a76"})}
+    again = {c.platform: c for c in recommend.choose(rows, "latency", devices={"android": "arm64:cortex-a76"})}
     assert again["android"].artifact == "tflite-fp32"
 
 
@@ -166,7 +166,7 @@ def test_report_labels_host_timings_and_adds_device_columns():
 
 
 def test_bench_refuses_an_unknown_or_unprepared_device_before_measuring(monkeypatch, tmp_path):
-    from pocketml.benchmarks.bench import check_config
+    from pocketml.benchmarks.bench import check_devices
 
     from pocketml.config import from_mapping
     from pocketml.configs.bench import BenchConfig
@@ -174,7 +174,7 @@ def test_bench_refuses_an_unknown_or_unprepared_device_before_measuring(monkeypa
     monkeypatch.setenv("POCKETML_CACHE", str(tmp_path))
     config = from_mapping(BenchConfig, {"devices": ["arm64"]}, "bench")  # `[bench] devices = ["arm64"]`
     with pytest.raises(PocketMLError, match=r"device arm64:cortex-a76 is not ready .*pocketml device setup arm64"):
-        check_config(config)
+        check_devices(config)
     with pytest.raises(PocketMLError, match="no variant 'max'"):
-        check_config(BenchConfig(devices=["arm64:max"]))
-    check_config(BenchConfig())  # no device: nothing to prepare
+        check_devices(BenchConfig(devices=["arm64:max"]))
+    check_devices(BenchConfig())  # no device: nothing to prepare

@@ -19,8 +19,8 @@ def row(name: str, p50: float, accuracy: float) -> dict:
 
 def test_a_platform_whose_format_was_not_asked_for_says_so():
     rows = [{"name": "keras", "accuracy": 0.9}, row("tflite-fp32", 1.0, 0.9), row("onnx-fp32", 1.0, 0.9)]
-    ios = {c.platform: c for c in recommend.choose(rows, 1.0, "latency")}["ios"]
-    assert ios.artifact is None and ios.reason == "no ios format was asked for (coreml not exported)"
+    ios = {c.platform: c for c in recommend.choose(rows, "latency")}["ios"]
+    assert ios.artifact is None and ios.reason == "no ios format was asked for (coreml, coreai not exported)"
 
 
 def test_latency_plot_labels_do_not_overlap():

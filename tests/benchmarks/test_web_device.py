@@ -26,11 +26,11 @@ def test_the_web_group_gets_the_fastest_file_that_passed_in_the_browser():
     keras = {"name": "keras", "format": "keras"}
     rows = [keras, device_row("tflite-fp32", "tflite", "failed validation", 5.0), device_row("onnx-fp32", "onnx", "passed", 20.0),
             device_row("tflite-fp16", "tflite", "passed", 30.0), device_row("onnx-int8", "onnx", "passed", 1.0, "failed validation")]
-    web = next(c for c in choose(rows, 1.0, "latency", devices={"web": "web:chromium"}) if c.platform == "web")
+    web = next(c for c in choose(rows, "latency", devices={"web": "web:chromium"}) if c.platform == "web")
     # tflite-fp32 is fastest but failed in the browser; onnx-int8 failed its host verdict.
     assert web == Recommendation("web", "onnx-fp32", web.reason)
     assert "p50 20.00 ms per inference at 1 thread(s)" in web.reason
-    no_web = choose(rows, 1.0, "latency")
+    no_web = choose(rows, "latency")
     assert "web" not in {c.platform for c in no_web}  # without the browser there is no web group
 
 

@@ -14,11 +14,14 @@ from pocketml.export.registry import os_tiers, platform_formats, platform_min_os
 from pocketml.artifact import (
     Artifact,
     ExportManifest,
+    ModelRecord,
     Parity,
     Recommendation,
     load_recommendations,
     save_recommendations,
 )
+from pocketml.fsutil import sha256_file
+from pocketml.spec import ModelSpec
 
 
 def test_platforms_are_declared_by_the_formats_and_may_be_added_by_a_device():
@@ -26,22 +29,25 @@ def test_platforms_are_declared_by_the_formats_and_may_be_added_by_a_device():
     assert platform_formats({"web": ("onnx", "tflite")})["web"] == ("onnx", "tflite")
     assert os_tiers(("coreml", "coreai"), "ios") == {16: ("coreml",), 27: ("coreai",)}
     assert os_tiers(("coreml", "coreai"), "web") == {0: ("coreml", "coreai")}
-    assert platform_min_os("ios", {"minimum_deployment_target": "iOS27"}) == 27
-    assert platform_min_os("android", {"minimum_deployment_target": "iOS27"}) == 0
+    ios27 = ModelRecord(ModelSpec(labels=("a", "b"), image_size=(96, 96)), minimum_deployment_target="iOS27")
+    assert platform_min_os("ios", ios27) == 27
+    assert platform_min_os("android", ios27) == 0
 
 
 def _row(name: str, p50: float | None, size: int) -> dict:
     fmt, precision = name.split("-", 1)
+    # The browser judged and timed the files it runs (bench --device web).
+    devices = {"web:chromium": {"status": "passed", "speed": p50, "cost": {"p50_ms": p50}}} if fmt in ("onnx", "tflite") else {}
     return {"name": name, "format": fmt, "precision": precision, "status": "passed", "accuracy": 0.9,
             "accuracy_drop_points": 0.0, "top1_agreement": 1.0, "images": 100, "bytes": size,
-            "latency": {"1": {"p50_ms": p50}} if p50 else {}}
+            "latency": {"1": {"p50_ms": p50}} if p50 else {}, "devices": devices}
 
 
 def test_ios_gets_one_recommendation_per_os_tier_and_a_device_platform_its_own():
     rows = [{"name": "keras", "accuracy": 0.9}, _row("coreml-fp16", None, 2_000_000),
             _row("coreml-fp32", None, 4_000_000), _row("coreai-fp16", 3.0, 900_000),
             _row("onnx-fp32", 5.0, 4_000_000), _row("tflite-fp16", 2.0, 2_000_000)]
-    choices = recommend.choose(rows, 1.0, "latency", platforms={"web": ("onnx", "tflite")})
+    choices = recommend.choose(rows, "latency", devices={"web": "web:chromium"})
     assert {name: c.artifact for name, c in recommend.keyed(choices).items()} == {
         "android": "tflite-fp16",
         "ios (iOS 16+, macOS 13+ (Core ML))": "coreml-fp16",
@@ -49,8 +55,8 @@ def test_ios_gets_one_recommendation_per_os_tier_and_a_device_platform_its_own()
         "onnx": "onnx-fp32",
         "web": "tflite-fp16",
     }
-    assert next(c for c in choices if c.platform == "web").runs_on == (
-        "ONNX Runtime (desktop, server; ORT Mobile on Android and iOS) / Android (LiteRT, MediaPipe Tasks)")
+    assert set(next(c for c in choices if c.platform == "web").runs_on.split(" / ")) == {
+        "ONNX Runtime (desktop, server; ORT Mobile on Android and iOS)", "Android (LiteRT, MediaPipe Tasks)"}
 
 
 def _export_dir(tmp_path, min_ios: str):
@@ -63,8 +69,8 @@ def _export_dir(tmp_path, min_ios: str):
         (out / path).mkdir(parents=True)
         (out / path / "weights.bin").write_bytes(b"\0" * 100)
         parity = Parity(max_abs_diff=0.001, top1_agreement=1.0, flips=0, images=100, status="passed")
-        artifacts.append(Artifact(fmt, precision, path, sha256="0" * 64, bytes=100, parity=parity))
-    ExportManifest({"labels": ["cat", "coffee"], "image_size": [96, 96], "minimum_deployment_target": min_ios},
+        artifacts.append(Artifact(fmt, precision, path, sha256=sha256_file(out / path), bytes=100, parity=parity))
+    ExportManifest(ModelRecord(ModelSpec(labels=("cat", "coffee"), image_size=(96, 96)), minimum_deployment_target=min_ios),
                    artifacts).save(out)
     return out
 
@@ -98,10 +104,11 @@ def test_the_ios_bundle_carries_core_ml_and_core_ai_and_recommends_per_min_ios(t
 
 
 def test_a_platform_only_a_device_recommended_gets_a_bundle_of_its_files(tmp_path):
+    # (the browser's own bundle, with its runtime and page, is written by export/web_bundle.py)
     bench = tmp_path / "bench"
     bench.mkdir()
-    save_recommendations(bench, [Recommendation("web", "coreai-fp32", "the one the browser device ran")])
+    save_recommendations(bench, [Recommendation("mac", "coreai-fp32", "the one a Mac device ran")])
     contents = package(_export_dir(tmp_path, "iOS16"), tmp_path / "bundles", bench)
-    assert contents["web"] == ["model-fp32.aimodel", "model-fp16.aimodel"]
-    readme = (tmp_path / "bundles" / "web" / "README.md").read_text()
-    assert readme.startswith("# web bundle") and "Recommended: `model-fp32.aimodel`" in readme
+    assert contents["mac"] == ["model-fp32.aimodel", "model-fp16.aimodel"]
+    readme = (tmp_path / "bundles" / "mac" / "README.md").read_text()
+    assert readme.startswith("# mac bundle") and "Recommended: `model-fp32.aimodel`" in readme
