@@ -287,7 +287,9 @@ def test_bench_on_files_keeps_the_runtimes_banners_out_of_the_terminal(tflite_ex
     argv = ["bench", str(fp32), "--reference", str(real_model_dir), "--data", str(photos_dir), "--out", str(out),
             "--threads", "1", "--min-time", "0.02", "--no-memory"]
     done = subprocess.run([sys.executable, "-c", f"import sys; from pocketml.app.cli import main; sys.exit(main({argv!r}))"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "POCKETML_VERBOSE": ""})
+                          capture_output=True, text=True, timeout=300,
+                          # TensorFlow's INFO banners on (the test session turns them off for its own process).
+                          env={**os.environ, "POCKETML_VERBOSE": "", "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert done.returncode == 0, done.stderr[-2000:]
     # Which banner TensorFlow prints depends on the CPU: oneDNN's on AVX-512 VNNI, the CPU feature guard's on AVX2.
     banners = ("oneDNN", "cpu_feature_guard")
