@@ -62,6 +62,12 @@ web-tools:
 device-web: $(STAMP) web-tools
 	$(BIN)/pocketml device setup web
 
+# Core AI (.aimodel): the optional extra (coreai-core, coreai-torch, coreai-opt, torch; see the README for
+# its size) in the project venv, for `--formats coreai` and the Core AI slow tests.
+.PHONY: extra-coreai
+extra-coreai: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,ray,coreai]'
+
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache
 
