@@ -25,6 +25,7 @@ import numpy as np
 from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
+from pocketml.artifact import ModelRecord
 from pocketml.errors import PocketMLError
 from pocketml.spec import ModelSpec
 
@@ -67,7 +68,7 @@ PALETTE_MIN_WEIGHTS = 2048  # smaller kernels (depthwise ones) stay fp16, as cor
 CHILD_TIMEOUT_S = 1800  # a conversion child that hangs is stopped (the variant fails, the others go on)
 
 
-def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+def bundle_extras(folder: Path, files: list[Path], model: ModelRecord) -> list[str]:
     return []  # the shipped files are all its bundle needs
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
+from pocketml.artifact import ModelRecord
 from pocketml.configs.export import COREML_TARGET, COREML_TARGETS
 from pocketml.errors import PocketMLError, RuntimeUnavailable
 from pocketml.spec import ModelSpec
@@ -319,7 +320,7 @@ class CoreMLPredictor:
         return np.asarray(rows, dtype=np.float32)
 
 
-def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+def bundle_extras(folder: Path, files: list[Path], model: ModelRecord) -> list[str]:
     return []  # the shipped files are all its bundle needs
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from pocketml.export.registry import Converted
 from pocketml.export.runtime import META_SPEC, check_images, spec_from_metadata
 
+from pocketml.artifact import ModelRecord
 from pocketml.configs.export import ONNX_OPSET, ONNX_OPSETS
 from pocketml.errors import PocketMLError, one_line
 from pocketml.spec import ModelSpec
@@ -421,11 +422,11 @@ def load(path: Path, threads: int | None = None) -> OnnxPredictor:
     return OnnxPredictor(Path(path), threads)
 
 
-def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+def bundle_extras(folder: Path, files: list[Path], model: ModelRecord) -> list[str]:
     """The ORT Mobile files beside the shipped ones (export/onnx_mobile.py) and the README's lines about them."""
     from pocketml.export.onnx_mobile import mobile_files
 
-    return mobile_files(folder, files, tuple(model["image_size"]))
+    return mobile_files(folder, files, model.image_size)
 
 
 def unavailable() -> str | None:

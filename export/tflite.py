@@ -13,6 +13,7 @@ from pocketml.export.registry import Converted
 from pocketml.export.runtime import check_images
 from pocketml.export.tflite_metadata import ClassifierInfo, populate
 
+from pocketml.artifact import ModelRecord
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_bytes
 from pocketml.spec import ModelSpec
@@ -262,7 +263,7 @@ def load(path: str | Path, threads: int | None = None) -> TFLitePredictor:
     return TFLitePredictor(path, threads)
 
 
-def bundle_extras(folder: Path, files: list[Path], model: dict) -> list[str]:
+def bundle_extras(folder: Path, files: list[Path], model: ModelRecord) -> list[str]:
     return []  # the shipped files are all its bundle needs
 
 
