@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install test test-slow lint bench-env clean
+.PHONY: install test test-slow test-heavy lint bench-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,7 +28,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m "slow and not heavy"
+
+# The matrices that do not fit CI's 90 minutes on 2 cores (about 30 minutes more on a quiet machine).
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy
 
 $(BENCH_STAMP): Makefile
 	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)

@@ -122,6 +122,7 @@ INTEGER = ("int8", "int8-uint8io", "compressed")  # TFLite int8 + strict uint8, 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("case", um.CASES, ids=lambda c: c.name)
 def test_every_shape_gets_its_integer_and_compressed_files_converted_and_judged(case, photos_dir, tmp_path_factory):
     """Before: a Sequential model got no integer file at all (the fold / bias-correction step rebuilt it

@@ -79,6 +79,7 @@ def _family_id(family) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("family", FAMILIES, ids=_family_id)
 def test_every_keras_applications_family_exports_to_all_three_formats_with_a_verdict(family, photos_dir, tmp_path):
     import keras
