@@ -93,7 +93,8 @@ def choose(rows: list[dict], by: str, devices: dict[str, str] | None = None) -> 
                                           f"({', '.join(fmts)} not exported)", runs_on(fmts)))
             continue
         for tier in os_tiers(fmts, platform).values():
-            choices.append(_choose_one(rows, platform, tier, by, devices.get(platform)))
+            if any(row["format"] in tier for row in rows[1:]):  # a tier none of whose formats was exported: no entry
+                choices.append(_choose_one(rows, platform, tier, by, devices.get(platform)))
     return choices
 
 
@@ -113,8 +114,6 @@ def runs_on(formats: tuple[str, ...]) -> str:
 def _choose_one(rows: list[dict], platform: str, fmts: tuple[str, ...], by: str, device: str | None) -> Recommendation:
     fmt = " or ".join(fmts)
     rows_of = [row for row in rows[1:] if row["format"] in fmts]
-    if not rows_of:  # the platform's other tier was exported, this one's formats not
-        return Recommendation(platform, None, f"{fmt} not exported", runs_on(fmts))
     verdicts = {row["name"]: verdict_on(row, platform, device) for row in rows_of}
     candidates = [row for row in rows_of if verdicts[row["name"]] == PASSED]
     undecided = not candidates
