@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pocketml.benchmarks.recommend import choose
 
-from pocketml.artifact import ExportManifest, Recommendation
+from pocketml.artifact import ExportManifest
 from tests.export.web_helpers import require_web_device, web_benched_export
 
 
@@ -28,7 +28,7 @@ def test_the_web_group_gets_the_fastest_file_that_passed_in_the_browser():
             device_row("tflite-fp16", "tflite", "passed", 30.0), device_row("onnx-int8", "onnx", "passed", 1.0, "failed validation")]
     web = next(c for c in choose(rows, "latency", devices={"web": "web:chromium"}) if c.platform == "web")
     # tflite-fp32 is fastest but failed in the browser; onnx-int8 failed its host verdict.
-    assert web == Recommendation("web", "onnx-fp32", web.reason)
+    assert (web.platform, web.artifact) == ("web", "onnx-fp32")
     assert "p50 20.00 ms per inference at 1 thread(s)" in web.reason
     no_web = choose(rows, "latency")
     assert "web" not in {c.platform for c in no_web}  # without the browser there is no web group

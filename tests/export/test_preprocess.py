@@ -166,7 +166,7 @@ def test_preprocessing_is_baked_into_every_file_and_recorded_in_its_metadata(tmp
         np.testing.assert_allclose(probs, reference, atol=1e-4, err_msg=artifact.name)
     onnx_spec = format_module("onnx").read_spec(tmp_path / "out" / "onnx" / "model-fp32.onnx")
     coreml_spec = format_module("coreml").read_spec(tmp_path / "out" / "coreml" / "model-fp32.mlpackage")
-    assert onnx_spec.normalization == coreml_spec.normalization == Normalization.from_dict(recorded)
+    assert onnx_spec.normalization == coreml_spec.normalization == recorded
     from pocketml.export.tflite_metadata import read_metadata
 
     description = read_metadata((tmp_path / "out" / "tflite" / "model-fp32.tflite").read_bytes()).description

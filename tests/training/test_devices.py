@@ -63,7 +63,7 @@ def test_backend_comes_from_the_environment_then_keras_json(monkeypatch, tmp_pat
 
 
 def test_unusable_backends_and_precisions_are_user_errors(monkeypatch):
-    monkeypatch.setattr("training.devices.process_backend", lambda: "torch")
+    monkeypatch.setattr("pocketml.training.devices.process_backend", lambda: "torch")
     with pytest.raises(PocketMLError, match="Keras backend 'torch' cannot train here; accepted: auto, tensorflow, jax"):
         resolve_backend("auto")
     with pytest.raises(PocketMLError, match=r"train.backend = 'pytorch'; accepted: auto, tensorflow, jax"):
