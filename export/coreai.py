@@ -115,7 +115,7 @@ def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration:
 def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
     """One child writes fp32 (the size reference) and every rung; the ladder judges them in order."""
     from pocketml.export.quantization.coreml import SIZE_GOAL, size_precheck
-    from pocketml.export.quantization.search import Built, Candidate, Step, place, run_ladder
+    from pocketml.export.quantization.search import Built, Candidate, Step, move_into_place, run_ladder
 
     from pocketml.fsutil import tree_bytes
 
@@ -140,7 +140,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
                 path = work / f"unjudged-{candidate.settings['bits']}{SUFFIX}"
                 candidate.build(path)
                 if precheck(Step(candidate.step, candidate.settings, "not judged", bytes=tree_bytes(path))) is None:
-                    place(path, out_path)
+                    move_into_place(path, out_path)
                     return Converted([f"coreai compressed: {candidate.step}; not judged (no evaluation images)"],
                                      {"recipe": candidate.settings, "fp32_bytes": fp32_bytes})
             raise PocketMLError(f"no coreai compressed rung is within {SIZE_GOAL:.0%} of fp32's size")
@@ -148,7 +148,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
         if outcome.path is None:
             raise PocketMLError(f"no rung of the coreai compressed ladder was within {SIZE_GOAL:.0%} of fp32's size: "
                                 + "; ".join(f"{s.step}: {s.reason}" for s in outcome.steps))
-        place(outcome.path, out_path)
+        move_into_place(outcome.path, out_path)
     chosen = outcome.chosen
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
     note = (f"coreai compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
