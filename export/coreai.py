@@ -153,7 +153,7 @@ def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
     verdict = "within budget" if chosen.status == "passed" else "no rung within budget; kept the closest"
     note = (f"coreai compressed: ladder took {len(outcome.steps)} step(s) in {outcome.seconds:.0f} s, {verdict}: "
             f"{chosen.step}, {chosen.bytes / fp32_bytes:.3f} of fp32's {fp32_bytes / 1e6:.2f} MB")
-    return Converted([note], outcome.details(fp32_bytes=fp32_bytes, size_goal=SIZE_GOAL))
+    return Converted([note], outcome.details("compressed", fp32_bytes=fp32_bytes, size_goal=SIZE_GOAL))
 
 
 def convert_in_child(model, spec: ModelSpec, work: Path, outputs: list[tuple[str, Path]]) -> None:
