@@ -29,6 +29,7 @@ from types import ModuleType
 
 import numpy as np
 
+from pocketml import paths
 from pocketml.errors import PocketMLError
 
 DEVICE_MODULES = {
@@ -83,5 +84,4 @@ def device_label(kind: str, variant: str) -> str:
 
 def cache_dir(kind: str) -> Path:
     """Where `pocketml device setup KIND` keeps what it prepared: $POCKETML_CACHE/KIND or ~/.cache/pocketml/KIND."""
-    root = os.environ.get("POCKETML_CACHE") or Path.home() / ".cache" / "pocketml"
-    return Path(root).expanduser() / kind
+    return paths.cache_root() / kind
