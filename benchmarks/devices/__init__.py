@@ -22,7 +22,6 @@ The verdict on a device is bench's (export's Judge on DeviceRun.outputs), never 
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
