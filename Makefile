@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m "slow and not heavy"
+	$(BIN)/python -m pytest -m "slow and not heavy" --durations=30
 
 # The matrices that do not fit CI's 90 minutes on 2 cores (about 30 minutes more on a quiet machine).
 test-heavy: $(STAMP)

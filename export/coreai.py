@@ -63,8 +63,17 @@ OUTPUT_NAME = "probabilities"
 META_LABELS = "pocketml.labels"
 META_PRECISION = "pocketml.precision"
 META_INPUT = "pocketml.input"
-PALETTE_BITS = (8, 6, 4)  # the compressed ladder's rungs, least lossy first (export/coreai_convert.py)
-PALETTE_MIN_WEIGHTS = 2048  # smaller kernels (depthwise ones) stay fp16, as coremltools' default leaves them
+# The compressed ladder's rungs, least lossy first (export/coreai_convert.py builds each): int8 per output
+# channel, as Core ML's ladder starts, then per-tensor k-means palettes. Measured on the tests'
+# EfficientNet-Lite0 (BatchNorm folded into the kernels, so channel ranges differ widely): an 8-bit
+# per-tensor palette flipped 8 of 160 photos, int8 per channel none (max|dp| 0.12); a per-tensor 8-bit
+# palette is larger than int8 and no better, so it is not a rung.
+COMPRESSED_RUNGS = {
+    "linear-8": ("int8 per channel", {"bits": 8, "granularity": "per_channel", "mode": "linear symmetric"}),
+    "palettized-6": ("palette 6-bit", {"bits": 6, "granularity": "per_tensor", "mode": "k-means"}),
+    "palettized-4": ("palette 4-bit", {"bits": 4, "granularity": "per_tensor", "mode": "k-means"}),
+}
+COMPRESS_MIN_WEIGHTS = 2048  # smaller kernels stay fp16, as coremltools' default leaves them
 CHILD_TIMEOUT_S = 1800  # a conversion child that hangs is stopped (the variant fails, the others go on)
 
 
@@ -92,8 +101,8 @@ def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration:
             judge=None) -> list[str] | Converted:
     """Write `model` as an .aimodel of `precision` to `out_path`; returns notes for the user.
 
-    `compressed` is the first rung of PALETTE_BITS (least lossy first) within budget (`judge`) and at
-    most SIZE_GOAL of the fp32 asset's size: Core ML's ladder idea, with Core AI's look-up-table op."""
+    `compressed` is the first rung of COMPRESSED_RUNGS (least lossy first) within budget (`judge`) and at
+    most SIZE_GOAL of the fp32 asset's size: Core ML's ladder, with Core AI's dequantise and look-up-table ops."""
     if precision not in PRECISIONS:
         raise PocketMLError(f"unknown Core AI precision {precision!r}; accepted: {', '.join(PRECISIONS)}")
     require()
@@ -121,23 +130,22 @@ def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
 
     with tempfile.TemporaryDirectory(prefix="pocketml-coreai-ladder-") as work:
         work = Path(work)
-        built = {bits: work / f"palettized-{bits}{SUFFIX}" for bits in PALETTE_BITS}
-        convert_in_child(model, spec, work, [("fp32", work / f"fp32{SUFFIX}"),
-                                             *((f"palettized-{bits}", path) for bits, path in built.items())])
+        built = {recipe: work / f"{recipe}{SUFFIX}" for recipe in COMPRESSED_RUNGS}
+        convert_in_child(model, spec, work, [("fp32", work / f"fp32{SUFFIX}"), *built.items()])
         fp32_bytes = tree_bytes(work / f"fp32{SUFFIX}")
 
-        def rung(bits: int) -> Candidate:
+        def rung(recipe: str) -> Candidate:
             def build(path: Path) -> Built:
-                os.replace(built[bits], path)
+                os.replace(built[recipe], path)
                 return Built(integer_only=None, notes=[])
-            return Candidate(f"palette {bits}-bit", {"bits": bits, "granularity": "per_tensor",
-                                                     "min_weights": PALETTE_MIN_WEIGHTS}, build)
+            step, settings = COMPRESSED_RUNGS[recipe]
+            return Candidate(step, {**settings, "min_weights": COMPRESS_MIN_WEIGHTS}, build)
 
-        rungs = [rung(bits) for bits in PALETTE_BITS]
+        rungs = [rung(recipe) for recipe in COMPRESSED_RUNGS]
         precheck = size_precheck(fp32_bytes)
         if judge is None:  # nothing to judge with: the first rung within the size goal
-            for candidate in rungs:
-                path = work / f"unjudged-{candidate.settings['bits']}{SUFFIX}"
+            for number, candidate in enumerate(rungs):
+                path = work / f"unjudged-{number}{SUFFIX}"
                 candidate.build(path)
                 if precheck(Step(candidate.step, candidate.settings, "not judged", bytes=tree_bytes(path))) is None:
                     move_into_place(path, out_path)

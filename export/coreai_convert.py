@@ -8,9 +8,10 @@ saved as a .keras file (stock layers only: export/graph.py) and loaded here, whe
 fp16 variant and each rung of the compressed ladder share one load and one export).
 
 Variants: "fp32" as exported; "fp16": coreai-opt's FP32->FP16 cast pass on the exported program
-(its input and output become float16 too); "palettized-<bits>":
-each kernel of more than PALETTE_MIN_WEIGHTS weights as a <bits>-bit k-means palette (per tensor) read
-through the converter's `coreai::lut_to_dense` op, the rest fp16.
+(its input and output become float16 too); the compressed rungs store each kernel of more than
+COMPRESS_MIN_WEIGHTS weights compressed, the rest fp16: "linear-8" as int8 with a scale per output
+channel (the converter's `coreai::constexpr_blockwise_shift_scale` op), "palettized-<bits>" as a
+<bits>-bit k-means palette per tensor (its `coreai::lut_to_dense` op).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pocketml.export.coreai import INPUT_NAME, OUTPUT_NAME, PALETTE_MIN_WEIGHTS
+from pocketml.export.coreai import COMPRESS_MIN_WEIGHTS, INPUT_NAME, OUTPUT_NAME
 
 
 def exported_program(model, size: tuple[int, int]):
@@ -60,13 +61,29 @@ def kmeans_palette(weights: np.ndarray, bits: int, iterations: int = 12) -> tupl
     return index.astype(np.uint8).reshape(weights.shape), palette
 
 
-def palettize_kernels(model, bits: int) -> int:
-    """Every kernel of more than PALETTE_MIN_WEIGHTS weights read through a `bits`-bit look-up table
-    (the converter's coreai::lut_to_dense op, stored as indices + palette); returns how many.
+def channel_axis(shape: tuple[int, ...]) -> int:
+    """The output-channel axis of a Keras kernel: the last, or the input channels' for a depthwise one
+    (kh, kw, channels, 1)."""
+    return len(shape) - 1 if shape[-1] > 1 or len(shape) < 3 else len(shape) - 2
+
+
+def int8_per_channel(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 values shaped like `weights`, float32 scale of the same rank, one per output channel):
+    symmetric, the channel's largest |w| at 127."""
+    axis = channel_axis(weights.shape)
+    others = tuple(i for i in range(weights.ndim) if i != axis)
+    scale = np.abs(weights).max(axis=others, keepdims=True).astype(np.float32) / 127
+    scale[scale == 0] = 1.0  # an all-zero channel stays zero
+    return np.clip(np.round(weights / scale), -127, 127).astype(np.int8), scale
+
+
+def compress_kernels(model, recipe: str) -> int:
+    """Every kernel of more than COMPRESS_MIN_WEIGHTS weights read through the converter's op for
+    `recipe` ("linear-8" or "palettized-<bits>"), its data buffers of the model; returns how many.
 
     Keras' torch layers hand the kernel to the op through `Variable.value` (transposed first, so
-    coreai-opt's palettiser, which looks for the nn.Parameter an op receives, finds none): the
-    variable's class is swapped for one whose value is the look-up."""
+    coreai-opt's compressors, which look for the nn.Parameter an op receives, find none): the
+    variable's class is swapped for one whose value is the decompression."""
     import torch
 
     count = 0
@@ -75,40 +92,48 @@ def palettize_kernels(model, bits: int) -> int:
             continue  # a nested model: its layers come by themselves (its `weights` are all of theirs)
         for variable in layer.weights:
             name = variable.path.rsplit("/", 1)[-1]
-            if name not in ("kernel", "depthwise_kernel") or int(np.prod(variable.shape)) <= PALETTE_MIN_WEIGHTS:
+            if name not in ("kernel", "depthwise_kernel") or int(np.prod(variable.shape)) <= COMPRESS_MIN_WEIGHTS:
                 continue
-            indices, palette = kmeans_palette(np.asarray(variable.value.detach().cpu()), bits)
-            # Buffers of the exported module itself, named *_indices / *_lut: the converter finds the
-            # look-up's operands by those names in the program's state_dict (a nested Keras layer's
-            # buffers would be lifted as anonymous constants).
+            weights = np.asarray(variable.value.detach().cpu())
+            # Buffers of the exported module itself: a nested Keras layer's buffers would be lifted
+            # as anonymous constants, and the converter reads the op's operands from the state_dict.
             key = f"pocketml_{count}"
-            model.register_buffer(f"{key}_indices", torch.from_numpy(indices))
-            model.register_buffer(f"{key}_lut", torch.from_numpy(palette).reshape(*([1] * indices.ndim), 2**bits, 1))
-            variable.__class__ = _palettized_class(type(variable))
-            variable._pocketml_lookup = (model, key)
+            if recipe == "linear-8":
+                values, scale = int8_per_channel(weights)
+                model.register_buffer(f"{key}_quantized", torch.from_numpy(values))
+                model.register_buffer(f"{key}_scale", torch.from_numpy(scale))
+            else:
+                bits = int(recipe.removeprefix("palettized-"))
+                indices, palette = kmeans_palette(weights, bits)
+                model.register_buffer(f"{key}_indices", torch.from_numpy(indices))
+                model.register_buffer(f"{key}_lut", torch.from_numpy(palette).reshape(*([1] * indices.ndim), 2**bits, 1))
+            variable.__class__ = _compressed_class(type(variable))
+            variable._pocketml_lookup = (model, key, recipe)
             count += 1
     return count
 
 
 @functools.cache
-def _palettized_class(base: type) -> type:
+def _compressed_class(base: type) -> type:
     import torch
 
-    class PalettizedVariable(base):
+    class CompressedVariable(base):
         @property
         def value(self):
-            owner, key = self._pocketml_lookup
-            indices, lut = getattr(owner, f"{key}_indices"), getattr(owner, f"{key}_lut")
-            return torch.ops.coreai.lut_to_dense(indices, lut, 0)
+            owner, key, recipe = self._pocketml_lookup
+            if recipe == "linear-8":
+                return torch.ops.coreai.constexpr_blockwise_shift_scale(
+                    getattr(owner, f"{key}_quantized"), getattr(owner, f"{key}_scale"))
+            return torch.ops.coreai.lut_to_dense(getattr(owner, f"{key}_indices"), getattr(owner, f"{key}_lut"), 0)
 
-    return PalettizedVariable
+    return CompressedVariable
 
 
-def palettized_program(model, size: tuple[int, int], bits: int):
-    """The model with its kernels palettised to `bits` bits (fp16 elsewhere), exported."""
-    import coreai_torch._compression.custom_layers  # noqa: F401  (registers coreai::lut_to_dense)
+def compressed_program(model, size: tuple[int, int], recipe: str):
+    """The model with its kernels compressed by `recipe` (fp16 elsewhere), exported."""
+    import coreai_torch._compression.custom_layers  # noqa: F401  (registers the coreai:: ops)
 
-    palettize_kernels(model, bits)
+    compress_kernels(model, recipe)
     return fp16_program(exported_program(model, size))
 
 
@@ -132,7 +157,7 @@ def variant_program(model, size: tuple[int, int], variant: str, base):
         return base
     if variant == "fp16":
         return fp16_program(base)
-    return palettized_program(model, size, int(variant.removeprefix("palettized-")))
+    return compressed_program(model, size, variant)
 
 
 def main(argv: list[str]) -> int:
@@ -145,9 +170,10 @@ def main(argv: list[str]) -> int:
     size = tuple(request["size"])
     base = exported_program(model, size)
     for variant, out in request["outputs"]:
-        metadata = {**request["metadata"], "pocketml.precision": "compressed" if variant.startswith("palettized") else variant,
+        compressed = variant not in ("fp32", "fp16")
+        metadata = {**request["metadata"], "pocketml.precision": "compressed" if compressed else variant,
                     "pocketml.recipe": variant}
-        fresh = keras.saving.load_model(request["model"], compile=False) if variant.startswith("palettized") else model
+        fresh = keras.saving.load_model(request["model"], compile=False) if compressed else model
         save_asset(variant_program(fresh, size, variant, base), Path(out), metadata)
     return 0
 

@@ -43,7 +43,7 @@ def test_an_fp16_file_of_other_weights_fails_in_every_format(fmt, real_model_dir
     manifest = export_model(broken, tmp_path / "export", ExportConfig(formats=[fmt], precisions=["fp16"], validate=False))
     _, evaluation = choose_images(None, photos_dir)
     spec = manifest.model
-    judge = judge_for(evaluation, load_keras_predictor(real_model_dir, tuple(spec["image_size"])), list(spec["labels"]))
+    judge = judge_for(evaluation, load_keras_predictor(real_model_dir, tuple(spec.image_size)), list(spec.labels))
     parity = artifact_verdict(tmp_path / "export", manifest.artifacts[0], judge)
     assert parity.status == "failed", parity
     assert "max|dp|" in parity.reason or "mean|dp|" in parity.reason or "flipped" in parity.reason

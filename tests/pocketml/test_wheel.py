@@ -17,13 +17,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel_build(tmp_path_factory) -> tuple[Path, str]:
+    """The built wheel and what the build printed."""
     out = tmp_path_factory.mktemp("wheel")
     # No build isolation: the dev extra carries the setuptools the build needs, so no network is used.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, text=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w",
+                            str(out), str(ROOT)], check=True, capture_output=True, text=True)
     (found,) = out.glob("pocketml-*.whl")
-    return found
+    return found, build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_build) -> Path:
+    return wheel_build[0]
+
+
+def test_the_build_declares_every_package_it_ships(wheel_build):
+    # setuptools warns (and a later setuptools drops the folder) when a shipped folder is not a declared package.
+    assert "would be ignored" not in wheel_build[1] and "is absent from the `packages`" not in wheel_build[1]
 
 
 def test_the_wheel_installs_one_top_level_package_and_no_development_scripts(wheel: Path):
