@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from pocketml.acquisition import store
 from pocketml.acquisition.executors import Executor, make_executor
@@ -29,7 +31,7 @@ from pocketml.acquisition.state import OK, Outcome, State, item_key
 from pocketml.configs.acquire import AcquireConfig
 from pocketml.console import print_table, progress
 from pocketml.errors import PocketMLError
-from pocketml.fsutil import atomic_output, atomic_write_json
+from pocketml.fsutil import atomic_output, atomic_write_json, sha256_file
 
 SUMMARY_FILE = "acquisition.json"  # the run summary acquire returns, rewritten at the end of every run
 STRAGGLER_BATCH = 64  # handed-back URLs per straggler task: they mostly wait, so all of a batch run at once
@@ -47,6 +49,7 @@ def acquire(config: AcquireConfig, out_dir: Path) -> dict:
     started = time.monotonic()
     try:
         reopened = state.reopen_retryable() if config.retry_failed else 0
+        reopened += state.reopen_changed(local_bytes(sources))
         run = _run(config, sources, state, out_dir)
     finally:
         state.close()
@@ -215,6 +218,13 @@ def _run(config: AcquireConfig, sources: list[Source], state: State, out_dir: Pa
         state.commit()
         stats.failed = lazy.close(cancel)
     return stats
+
+
+def local_bytes(sources: list[Source]) -> dict[str, str]:
+    """{URL: sha256 of the file now} for every photo a local source lists (a few ms per photo; read
+    only when acquire runs, which for a folder means its listing changed)."""
+    return {item.url: sha256_file(Path(url2pathname(urlparse(item.url).path)))
+            for source in sources if source.name in LOCAL_SOURCES for item in source.items()}
 
 
 def listed_local(sources: list[Source]) -> set[str]:

@@ -160,6 +160,21 @@ class State:
         self.commit()
         return reopened
 
+    def reopen_changed(self, current: dict[str, str]) -> int:
+        """Mark finished URLs whose bytes are no longer the ones read (`current`: key -> sha256 of what
+        the URL holds now; local photos only) pending again, and their shards unfinished; returns how
+        many. A photo replaced under the same name is read again, not kept from its first reading."""
+        changed = [key for key, raw in self.db.execute("SELECT key, raw_sha256 FROM urls WHERE status != ?", (PENDING,))
+                   if key in current and raw != current[key]]
+        if not changed:
+            return 0
+        self.begin()
+        for key in changed:
+            self.db.execute("UPDATE shards SET done = 0 WHERE shard = (SELECT shard FROM urls WHERE key = ?)", (key,))
+            self.db.execute("UPDATE urls SET status = ?, updated = ? WHERE key = ?", (PENDING, time.time(), key))
+        self.commit()
+        return len(changed)
+
     def finish_shard(self, shard: str) -> None:
         self.begin()
         self.db.execute("UPDATE shards SET done = 1 WHERE shard = ?", (shard,))

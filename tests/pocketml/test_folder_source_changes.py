@@ -1,5 +1,5 @@
-"""A folder source's photos are acquire's inputs: a photo added to (or removed from) the folder makes
-`pocketml run` acquire again and the pool follows the folder, without --force."""
+"""A folder source's photos are acquire's inputs: a photo added to, removed from or replaced in the
+folder makes `pocketml run` acquire again and the pool follows the folder, without --force."""
 
 from __future__ import annotations
 
@@ -19,8 +19,13 @@ path = "{photos}"
 
 
 def pool_urls(run_dir: Path) -> set[str]:
+    return set(pool_hashes(run_dir))
+
+
+def pool_hashes(run_dir: Path) -> dict[str, str]:
+    """source_url -> sha256 of the pool's copy."""
     with open(run_dir / "dataset" / "pool.csv", newline="") as fh:
-        return {row["source_url"] for row in csv.DictReader(fh)}
+        return {row["source_url"]: row["sha256"] for row in csv.DictReader(fh)}
 
 
 def acquire(config: Path, run_dir: Path) -> dict[str, tuple[str, str]]:
@@ -48,6 +53,14 @@ def test_added_and_removed_photos_are_picked_up(tmp_path, photos_dir):
     removed.unlink()
     assert acquire(config, run_dir)["acquire"][0] == "ran"
     assert pool_urls(run_dir) == (before | {added.resolve().as_uri()}) - {removed.resolve().as_uri()}
+
+    # A photo replaced under the same name (another picture, as an editor's "save" leaves it) is re-read.
+    replaced = sorted((photos / "coffee").glob("*.jpg"))[0]
+    old_hash = pool_hashes(run_dir)[replaced.resolve().as_uri()]
+    shutil.copyfile(sorted((photos_dir / "test" / "coffee").glob("*.jpg"))[0], replaced)
+    assert acquire(config, run_dir)["acquire"][0] == "ran"
+    assert pool_hashes(run_dir)[replaced.resolve().as_uri()] != old_hash  # the pool holds the new picture
+    assert len(pool_urls(run_dir)) == len(before)  # in place of the old one, not beside it
 
 
 def test_a_folder_with_train_and_val_only_says_the_verdict_rests_on_val(tmp_path, photos_dir, capsys):
