@@ -164,3 +164,25 @@ def test_a_live_model_object_converts_in_all_three_formats(case, parts, photos, 
         module.convert(source.model, source.spec, "fp32", tmp_path / f"model{suffix}", None)
         count = COREML_PHOTOS if fmt == "coreml" else len(images)
         assert_matches(module.load(tmp_path / f"model{suffix}").predict(images[:count]), reference[:count], fmt)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("case", um.CASES, ids=lambda c: c.name)
+def test_every_shape_exports_to_core_ai_and_matches(case, photos_dir, photos, tmp_path_factory):
+    """Core AI's torch path takes every shape the intake accepts that Keras can run on torch: fp32
+    within MAX_DP of the user's own model, fp16 within fp16's budget; a SavedModel fails with its reason."""
+    pytest.importorskip("coreai_torch", reason="needs the optional extra pocketml[coreai]")
+    _, images, _ = photos
+    export_dir, _, model = um.exported_case(case.name, photos_dir, tmp_path_factory.getbasetemp(), formats=("coreai",),
+                                            precisions=("fp32", "fp16"))
+    manifest = ExportManifest.load(export_dir)
+    if case.save_as == "savedmodel":
+        assert {a.status for a in manifest.artifacts} == {"failed"}
+        assert all("SavedModel cannot run" in a.reason for a in manifest.artifacts), manifest.artifacts
+        return
+    fp32, fp16 = manifest.find("coreai", "fp32"), manifest.find("coreai", "fp16")
+    assert fp32.passed and fp32.parity.max_abs_diff <= MAX_DP and fp32.parity.top1_agreement == 1.0, fp32.parity
+    assert fp16.passed, fp16.parity
+    probs = format_module("coreai").load(export_dir / fp32.path).predict(images)
+    assert_matches(probs, um.reference_probabilities(model, images, **case.expects), f"{case.name} coreai-fp32")
