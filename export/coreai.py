@@ -74,6 +74,7 @@ COMPRESSED_RUNGS = {
     "palettized-4": ("palette 4-bit", {"bits": 4, "granularity": "per_tensor", "mode": "k-means"}),
 }
 COMPRESS_MIN_WEIGHTS = 2048  # smaller kernels stay fp16, as coremltools' default leaves them
+CONCURRENT_CALLS = max(2, os.cpu_count() or 1) * 2  # inference calls in flight while judging (see predict)
 CHILD_TIMEOUT_S = 1800  # a conversion child that hangs is stopped (the variant fails, the others go on)
 
 
@@ -122,7 +123,8 @@ def convert(model, spec: ModelSpec, precision: str, out_path: Path, calibration:
 
 
 def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
-    """One child writes fp32 (the size reference) and every rung; the ladder judges them in order."""
+    """One child writes fp32 (the size reference) and the first rung; a later rung is converted only
+    when the ladder reaches it (a child each: most models stop at the first)."""
     from pocketml.export.quantization.coreml import SIZE_GOAL, size_precheck
     from pocketml.export.quantization.search import Built, Candidate, Step, move_into_place, run_ladder
 
@@ -131,11 +133,14 @@ def _compressed(model, spec: ModelSpec, out_path: Path, judge) -> Converted:
     with tempfile.TemporaryDirectory(prefix="pocketml-coreai-ladder-") as work:
         work = Path(work)
         built = {recipe: work / f"{recipe}{SUFFIX}" for recipe in COMPRESSED_RUNGS}
-        convert_in_child(model, spec, work, [("fp32", work / f"fp32{SUFFIX}"), *built.items()])
+        first = next(iter(built.items()))
+        convert_in_child(model, spec, work, [("fp32", work / f"fp32{SUFFIX}"), first])
         fp32_bytes = tree_bytes(work / f"fp32{SUFFIX}")
 
         def rung(recipe: str) -> Candidate:
             def build(path: Path) -> Built:
+                if not built[recipe].exists():
+                    convert_in_child(model, spec, work, [(recipe, built[recipe])])
                 os.replace(built[recipe], path)
                 return Built(integer_only=None, notes=[])
             step, settings = COMPRESSED_RUNGS[recipe]
@@ -242,9 +247,21 @@ class CoreAIPredictor:
         return outputs[OUTPUT_NAME].numpy().astype(np.float32)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities of `images`, CONCURRENT_CALLS calls in flight at once: one call runs on one
+        core (measured: 0.73 s per compressed 96 px image one by one, 0.49 s with 6 in flight on 2 cores)."""
+        from coreai.runtime import NDArray
+
         images = check_images(images, self.input_size).astype(self._dtype)
-        return np.concatenate([self._run(images[i : i + 1]) for i in range(len(images))]) if len(images) else \
-            np.zeros((0, len(self.spec.labels)), np.float32)
+        if not len(images):
+            return np.zeros((0, len(self.spec.labels)), np.float32)
+
+        async def chunk(batch: np.ndarray) -> list:
+            return await asyncio.gather(*(self._function({INPUT_NAME: NDArray(image[None])}) for image in batch))
+
+        outputs = []
+        for start in range(0, len(images), CONCURRENT_CALLS):
+            outputs += self._loop.run_until_complete(chunk(images[start : start + CONCURRENT_CALLS]))
+        return np.concatenate([o[OUTPUT_NAME].numpy().astype(np.float32) for o in outputs])
 
     def invoker(self, image: np.ndarray):
         prepared = check_images(image, self.input_size).astype(self._dtype)
