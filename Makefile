@@ -25,7 +25,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow and not heavy" --durations=30
