@@ -150,9 +150,12 @@ def print_model(name: str, figures: dict) -> None:
 
 def goals(models: dict) -> dict:
     from pocketml.benchmarks import estimates
+    from pocketml.benchmarks.report import FAILED_VALIDATION
 
-    every = all(f["arm_verdict"] in ("passed", "failed validation") and f["instructions"]
-                for m in models.values() for f in m["files"].values())
+    from pocketml.artifact import PASSED, TOO_FEW
+
+    verdicts = (PASSED, FAILED_VALIDATION, TOO_FEW)  # the three outcomes a judged file can have
+    every = all(f["arm_verdict"] in verdicts and f["instructions"] for m in models.values() for f in m["files"].values())
     repeat = max(m["repeat_max_rel_diff"] or 0 for m in models.values())
     onnx = models["hotdog"]["ratios"].get("onnx-int8", {})
     fit = next(iter(estimates.overall_error().items()))
