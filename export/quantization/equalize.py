@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from pocketml.errors import reason_of
+
 CORRECTION_IMAGES = 64  # calibration images whose layer inputs estimate E[x]: means settle well before this
 BATCH = 16  # images per forward pass while collecting layer inputs: bounds memory on 2-core laptops
 
@@ -44,11 +46,23 @@ class Correction:
     corrected: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # kernel layers with neither a BatchNorm after them nor a bias
     largest_shift: float = 0.0  # the largest |mean shift| absorbed, in the layer's output units
+    not_applied: str | None = None  # why the model could not be corrected at all (it cannot be rebuilt)
 
     def to_dict(self) -> dict:
         grid = {"palette_bits": self.palette_bits} if self.palette_bits else {"qmax": self.qmax}
+        done = {"not_applied": self.not_applied} if self.not_applied else {}
         return {**grid, "corrected_layers": len(self.corrected), "skipped_layers": self.skipped,
-                "largest_shift": round(self.largest_shift, 6)}
+                "largest_shift": round(self.largest_shift, 6), **done}
+
+
+def rebuild_blocker(model: Any) -> str | None:
+    """Why `model` cannot be copied from its config (None: it can). A SavedModel's signature layer holds
+    a TensorFlow function, not a config: such a model is quantised as it is, uncorrected and unfolded."""
+    try:
+        model.get_config()
+    except NotImplementedError as exc:
+        return f"the model cannot be rebuilt from its config ({reason_of(exc)[:120]})"
+    return None
 
 
 def rounded(kernel: np.ndarray, axis: int, qmax: int) -> np.ndarray:
@@ -81,8 +95,12 @@ def bias_corrected(model: Any, calibration: np.ndarray, qmax: int = 127, palette
     `model` itself is left as it was. `calibration`: uint8|float32 [N,H,W,3] RGB 0..255.
     """
 
-    copy = rebuilt(model, model.get_config())
     correction = Correction(None if palette_bits else qmax, palette_bits, min_elements)
+    blocker = rebuild_blocker(model)
+    if blocker:
+        correction.not_applied = blocker
+        return model, correction
+    copy = rebuilt(model, model.get_config())
     images = np.asarray(calibration[:CORRECTION_IMAGES], dtype=np.float32)
     _correct_graph(copy, [images], correction)
     return copy, correction

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pocketml.export.quantization.equalize import bias_corrected, only_consumer, rebuilt
+from pocketml.export.quantization.equalize import bias_corrected, only_consumer, rebuild_blocker, rebuilt
 
 
 @dataclass
@@ -68,8 +68,8 @@ def input_folded(model: Any) -> tuple[Any, InputFold]:
     docstring), or `model` itself with the reason when its graph does not have that shape."""
 
     found = _foldable(model)
-    if isinstance(found, str):
-        return model, InputFold(reason=found)
+    if isinstance(found, str) or rebuild_blocker(model):
+        return model, InputFold(reason=found if isinstance(found, str) else rebuild_blocker(model))
     rescaling, conv, follower = found
     scale, offset = _per_channel(rescaling.scale), _per_channel(rescaling.offset)
     zero = np.clip(np.round(-offset / scale), 0, 255) + 0.0  # + 0.0: no -0.0 in the manifest
