@@ -68,8 +68,9 @@ def input_folded(model: Any) -> tuple[Any, InputFold]:
     docstring), or `model` itself with the reason when its graph does not have that shape."""
 
     found = _foldable(model)
-    if isinstance(found, str) or rebuild_blocker(model):
-        return model, InputFold(reason=found if isinstance(found, str) else rebuild_blocker(model))
+    why = found if isinstance(found, str) else rebuild_blocker(model)
+    if why:
+        return model, InputFold(reason=why)
     rescaling, conv, follower = found
     scale, offset = _per_channel(rescaling.scale), _per_channel(rescaling.offset)
     zero = np.clip(np.round(-offset / scale), 0, 255) + 0.0  # + 0.0: no -0.0 in the manifest
