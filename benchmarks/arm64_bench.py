@@ -8,8 +8,10 @@ Models (exported with every TFLite and ONNX precision into runs/arm64_bench/, ke
   ../shared/data/hotdog/train (tests/models.py), judged on its val photos;
 - lite0: EfficientNet-Lite0 128 px with the packaged ImageNet weights (the demo's backbone and size),
   head fitted on tests/photos.py's photos, judged on their test split.
-Per model: bench without and with the device (the seconds the device adds), then every file's cost
-again in a fresh emulated process (counts must repeat within 0.1 %). Prints the issue's goal lines.
+Per model: bench without and with the device (the seconds the device adds), again with every evaluation
+image on the device (`--device-images all`: the verdicts guided judging must match, and the largest
+device move it assumed away), then every file's cost again in a fresh emulated process (counts must
+repeat within 0.1 %). Prints the issue's goal lines.
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ def exported(name: str, save_model, data: Path) -> Path:
     return export_dir
 
 
-def bench_once(export_dir: Path, out: Path, devices: list[str]) -> tuple[dict, float]:
+def bench_once(export_dir: Path, out: Path, devices: list[str], device_images: str = "guided") -> tuple[dict, float]:
     from pocketml.benchmarks.bench import bench
 
     from pocketml.configs.bench import BenchConfig
 
-    config = BenchConfig(threads=[1], min_time_s=0.5, measure_memory=False, devices=devices)
+    config = BenchConfig(threads=[1], min_time_s=0.5, measure_memory=False, devices=devices,
+                         device_images=device_images)
     started = time.perf_counter()
     results = bench(export_dir, out, config)
     return results, time.perf_counter() - started
@@ -88,6 +91,24 @@ def recount(export_dir: Path, rows: list[dict]) -> dict[str, float]:
             for r, a, b in zip(costed, first, second, strict=True) if a.cost and b.cost}
 
 
+def guided_against_all(guided: list[dict], every: list[dict]) -> dict:
+    """The guided judging (bench's default) checked against every evaluation image on the device: per file it
+    judged there, whether the verdicts match and the largest device move over all images / the reach it assumed."""
+    label = f"arm64:{CORE}"
+    all_by_name = {row["name"]: row["devices"].get(label) or {} for row in every[1:]}
+    files = {}
+    for row in guided[1:]:
+        record = row["devices"].get(label) or {}
+        if record.get("reach") is None:
+            continue
+        full = all_by_name.get(row["name"], {})
+        largest = (full.get("vs_host_judged") or {}).get("max_abs_diff")
+        files[row["name"]] = {"guided": record["status"], "all": full.get("status"), "device_images": record["device_images"],
+                              "images": record["images"], "reach": record["reach"], "largest_move_all": largest,
+                              "largest_move_over_reach": round(largest / record["reach"], 3) if largest is not None else None}
+    return files
+
+
 def rows_size(export_dir: Path) -> tuple[int, int]:
     from pocketml.artifact import ExportManifest
 
@@ -98,6 +119,8 @@ def model_figures(name: str, export_dir: Path) -> dict:
     label = f"arm64:{CORE}"
     host, host_s = bench_once(export_dir, WORK / name / "bench-host", [])
     with_device, device_s = bench_once(export_dir, WORK / name / "bench-arm64", ["arm64"])
+    every, every_s = bench_once(export_dir, WORK / name / "bench-arm64-all", ["arm64"], "all")
+    guided_check = guided_against_all(with_device["rows"], every["rows"])
     files = {}
     for row in with_device["rows"][1:]:
         record = row.get("devices", {}).get(label)
@@ -112,6 +135,7 @@ def model_figures(name: str, export_dir: Path) -> dict:
             "spread": cost.get("spread"),
             "estimate_ms": record["estimates"][0]["estimate_ms"] if record.get("estimates") else None,
             "host_p50_ms@1": (row["latency"].get("1") or {}).get("p50_ms"),
+            "device_images": record.get("device_images"),
         }
     repeat = recount(export_dir, with_device["rows"])
     ratios = {}
@@ -128,6 +152,7 @@ def model_figures(name: str, export_dir: Path) -> dict:
     return {"files": files, "ratios": ratios, "repeat_max_rel_diff": max(repeat.values()) if repeat else None,
             "bench_seconds_host": round(host_s, 1), "bench_seconds_with_device": round(device_s, 1),
             "device_added_seconds": round(device_s - host_s, 1),
+            "device_added_seconds_all_images": round(every_s - host_s, 1), "guided_vs_all": guided_check,
             "recommendations": {p: c["artifact"] for p, c in with_device["recommendations"].items()},
             "host_recommendations": {p: c["artifact"] for p, c in host["recommendations"].items()}}
 
@@ -139,12 +164,17 @@ def print_model(name: str, figures: dict) -> None:
         print(f"{'':{len(name) + 2}s}{file:18s} {f['host_verdict']:8.8s} {f['arm_verdict']:8.8s} "
               f"{(f['instructions'] or 0) / 1e6:8.2f} {(f['dot'] or 0) / 1e6:7.2f} {f['spread'] or 0:7.1e} "
               f"{f['estimate_ms'] or float('nan'):7.2f} {f['host_p50_ms@1'] or float('nan'):9.3f}  {f['basis']}")
+    for file, g in figures["guided_vs_all"].items():
+        print(f"  guided {file}: {g['device_images']} of {g['images']} images on the device, verdict {g['guided']} "
+              f"(all images there: {g['all']}); largest move over all images {g['largest_move_all']:.2g} = "
+              f"{g['largest_move_over_reach']:.2f} x the reach {g['reach']:.2g} it assumed")
     for file, r in figures["ratios"].items():
         print(f"  {file} vs fp32: {r['arm_fewer_instructions_x']}x fewer instructions on {CORE}, host (x86) "
               f"speed-up {r['host_speedup_x']}x, ARM verdict {r['arm_verdict']}")
     print(f"  recommendations by {CORE}: {figures['recommendations']}; by host time: {figures['host_recommendations']}")
     print(f"  bench: {figures['bench_seconds_host']} s host only, {figures['bench_seconds_with_device']} s with "
-          f"--device arm64 (+{figures['device_added_seconds']} s); counts repeat within "
+          f"--device arm64 (+{figures['device_added_seconds']} s; +{figures['device_added_seconds_all_images']} s with "
+          f"--device-images all); counts repeat within "
           f"{figures['repeat_max_rel_diff']:.2e} across processes")
 
 
@@ -168,6 +198,10 @@ def goals(models: dict) -> dict:
         "estimate_loo_median_error": round(fit["loo_median"], 3),
         "estimate_loo_median_le_25pct": fit["loo_median"] <= 0.25,
         "lite0_device_added_seconds_le_180": models["lite0"]["device_added_seconds"] <= 180,
+        "guided_verdicts_match_all_images": all(g["guided"] == g["all"] for m in models.values()
+                                                for g in m["guided_vs_all"].values()),
+        "guided_largest_move_over_reach": max((g["largest_move_over_reach"] or 0 for m in models.values()
+                                               for g in m["guided_vs_all"].values()), default=None),
     }
     print("\ngoals:")
     print(f"  every TFLite and ONNX file has an ARM verdict and an instruction count on {CORE}: {every}")
@@ -176,6 +210,9 @@ def goals(models: dict) -> dict:
           f"{onnx.get('arm_fewer_instructions_x')}x ({found['hotdog_onnx_int8_1.5x_fewer_instructions']})")
     print(f"  phone estimate leave-one-out median error <= 25 %: {fit['loo_median']:.0%} (worst {fit['loo_max']:.0%}, "
           f"{fit['points']} points, {fit['phone']})")
+    print(f"  guided device judging gives the verdicts of judging every image there: "
+          f"{found['guided_verdicts_match_all_images']} (largest move over all images / assumed reach: "
+          f"{found['guided_largest_move_over_reach']}; <= 1 means the assumption held)")
     print(f"  bench --device arm64 adds <= 3 minutes on the Lite0 128 px export: "
           f"+{models['lite0']['device_added_seconds']} s (load average {os.getloadavg()[0]:.1f})")
     return found

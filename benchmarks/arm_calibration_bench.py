@@ -3,7 +3,7 @@ phone estimates: `python benchmarks/arm_calibration_bench.py` (needs `pocketml d
 
 For every point of benchmarks/phones.json it builds the same architecture in Keras (random weights:
 the kernels a runtime picks, and so the instructions, depend on the shapes, not on the values),
-converts it to TFLite at the point's precision, counts one inference at 1 thread (median of 3 after a
+converts it to TFLite at the point's precision, counts one inference at 1 thread (the fewest of 3 after a
 warm-up) and writes the count into the point. Then it prints each class's fit with its leave-one-out
 error per point and ends with one line `RESULT {json}`.
 """

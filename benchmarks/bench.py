@@ -395,7 +395,7 @@ def measure(export_dir: Path, manifest: ExportManifest, out_dir: Path, config: B
     add_throughput(rows, run.peaks)
     with library_output(out_dir):  # the host runtimes' banners while comparing with a device go to the log
         by_device, notes = on_device.measure_devices(config.devices, export_dir, manifest, rows,
-                                                     run.keras_predictor, run.size)
+                                                     run.keras_predictor, run.size, config.device_images == "all")
     choices = recommend.choose(rows, config.recommend_by, by_device)
     named = recommend.keyed(choices)
     for row in rows:

@@ -12,6 +12,8 @@ FLAGS = (
     Flag("--threads", "threads", "CPU thread counts to time"),
     Flag("--min-time", "min_time_s", "seconds of timed runs per artifact and thread count, at least"),
     Flag("--no-memory", "measure_memory", "skip the peak-memory subprocess per artifact"),
+    Flag("--device-images", "device_images", "a file whose outputs on a device differ from the host's: judge it there "
+         "on the images its outcome could change (guided) or on all evaluation images"),
 )
 
 

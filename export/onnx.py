@@ -86,6 +86,10 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 CALIBRATION_BATCH = 16  # images per calibration batch: bounds memory while collecting ranges
 PREDICT_BATCH = 64  # images per session.run call: bounds memory for large evaluation sets
+# Ops that quantise activations at run time with one scale over the whole input tensor: in a batch, every
+# image's outputs depend on the others (measured: the demo's int8-dynamic file moved by up to 0.045 between
+# batches of 8 and of 16), so such a file is judged, like an app runs it, one image per run.
+RUNTIME_QUANTISED_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
 
 META_LABELS = "labels"  # JSON list, in output order
 META_NORMALIZATION = "normalization"  # JSON of the in-model preprocessing (already applied inside)
@@ -303,6 +307,11 @@ def static_int8_model(fp32, images: np.ndarray, reduce_range: bool = False, acti
         return onnx.load(str(dst))
 
 
+def images_per_run(proto) -> int:
+    """Images per session.run whose outputs are the ones an app gets running one image at a time."""
+    return 1 if any(node.op_type in RUNTIME_QUANTISED_OPS for node in proto.graph.node) else PREDICT_BATCH
+
+
 def session_outputs(proto, images: np.ndarray) -> np.ndarray:
     """`proto`'s first output on `images`, run in memory by onnxruntime's CPU provider."""
     import onnxruntime as ort
@@ -311,8 +320,8 @@ def session_outputs(proto, images: np.ndarray) -> np.ndarray:
     options.log_severity_level = 3
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    x = images.astype(np.float32)
-    return np.concatenate([session.run(None, {name: x[i : i + PREDICT_BATCH]})[0] for i in range(0, len(x), PREDICT_BATCH)])
+    x, batch = images.astype(np.float32), images_per_run(proto)
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def calibration_images(calibration: np.ndarray | None, spec: ModelSpec) -> np.ndarray:
@@ -374,6 +383,11 @@ def add_metadata(proto, spec: ModelSpec, precision: str) -> None:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The model's metadata_props as a dict (weights are not loaded)."""
+    return {prop.key: prop.value for prop in read_graph(path).metadata_props}
+
+
+def read_graph(path: Path):
+    """The ModelProto of `path` without its external weights; a one-line error for what is not ONNX."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -383,7 +397,7 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise PocketMLError(f"cannot read ONNX model {path}: {exc.strerror or exc}") from exc
     except DecodeError as exc:
         raise PocketMLError(f"{path} is not an ONNX model (protobuf decode failed)") from exc
-    return {prop.key: prop.value for prop in proto.metadata_props}
+    return proto
 
 
 def read_spec(path: Path) -> ModelSpec:
@@ -395,7 +409,9 @@ class OnnxPredictor:
     """An ONNX file run by onnxruntime on the CPU; see export/runtime.py for the contract."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        metadata = read_metadata(path)
+        graph = read_graph(path)
+        metadata = {prop.key: prop.value for prop in graph.metadata_props}
+        self.batch = images_per_run(graph)
         self.session = _session(path, threads)
         self.spec = ModelSpec.from_dict(json.loads(metadata[META_SPEC])) if META_SPEC in metadata else None
         self.name = f"onnx-{metadata.get(META_PRECISION, Path(path).stem)}"
@@ -411,8 +427,8 @@ class OnnxPredictor:
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = check_images(images, self.input_size).astype(np.float32, copy=False)
         batches = [
-            self.session.run(None, {self._input: images[start : start + PREDICT_BATCH]})[0]
-            for start in range(0, len(images), PREDICT_BATCH)
+            self.session.run(None, {self._input: images[start : start + self.batch]})[0]
+            for start in range(0, len(images), self.batch)
         ]
         return np.concatenate(batches).astype(np.float32, copy=False)
 

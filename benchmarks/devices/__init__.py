@@ -12,10 +12,11 @@ A device module declares:
     PLATFORMS: tuple[str, ...]     # the recommendation groups it stands for ("android", "onnx")
     def status(variant: str) -> DeviceStatus
     def setup(variant: str) -> None            # idempotent, resumable; `pocketml device setup KIND`
-    def run(files: list[Path], formats: list[str], images: np.ndarray, variant: str, *,
+    def run(files: list[Path], formats: list[str], images: np.ndarray | list[np.ndarray], variant: str, *,
             cost: bool) -> list[DeviceRun]
-        # images: uint8 [N, H, W, 3] RGB; one DeviceRun per file, in order. All images of all files go in
-        # one call, because starting a device (an emulator, a browser) is the expensive part.
+        # images: uint8 [N, H, W, 3] RGB for every file, or a list with one such array per file; one
+        # DeviceRun per file, in order. All files go in one call, because starting a device (an emulator,
+        # a browser) is the expensive part.
 The verdict on a device is bench's (export's Judge on DeviceRun.outputs), never the device's own.
 """
 
@@ -52,6 +53,22 @@ class DeviceRun:
     cost: dict = field(default_factory=dict)  # {"instructions": .., "simd": .., "dot": ..} or {"p50_ms": .., ...}
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # one line: why the file could not run there
+
+
+def per_array(run, files: list[Path], formats: list[str], images: list[np.ndarray], **kwargs) -> list[DeviceRun]:
+    """A device `run` that takes one image array for all its files, given one array per file: one call per
+    distinct array (files sharing an array run together), the results back in the files' order."""
+    if len(images) != len(files):
+        raise PocketMLError(f"{len(images)} image arrays for {len(files)} files; give one array, or one per file")
+    groups: dict[int, list[int]] = {}
+    for index, array in enumerate(images):
+        groups.setdefault(id(array), []).append(index)
+    results: list[DeviceRun | None] = [None] * len(files)
+    for indices in groups.values():
+        done = run([files[i] for i in indices], [formats[i] for i in indices], images[indices[0]], **kwargs)
+        for index, result in zip(indices, done, strict=True):
+            results[index] = result
+    return [r for r in results if r is not None]
 
 
 def parse_device(spec: str) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """Runs inside the emulated aarch64 Python (numpy and the aarch64 runtimes only, no pocketml):
-`python3.11 arm64_guest.py JOB.json`. For each file of the job: its outputs on every image, fed
+`python3.11 arm64_guest.py JOB.json`. For each file of the job: its outputs on its share of the images, fed
 exactly as pocketml's TFLitePredictor / OnnxPredictor feed them (export/tflite.py, export/onnx.py),
-and when costed, one warm-up call then REPEATS calls on the first image, each inside a region the
+and when costed, one warm-up call then REPEATS calls on the file's first image, each inside a region the
 instruction-count plugin (arm64_count.c) measures. One thread throughout: the cost is per core.
 
 Writes OUT/outputs-<i>.npy per file and OUT/status.json: [{"regions": k, "error": str | None}].
@@ -101,25 +101,29 @@ class OnnxFile:
         return run
 
 
-def one_file(index, path, fmt, images, job, out):
-    model = {"tflite": TFLiteFile, "onnx": OnnxFile}[fmt](path)
-    np.save(out / f"outputs-{index}.npy", model.predict(images, job["batch"]))
-    if job["cost"]:
-        run = model.invoker(images[0])
+def one_file(index, unit, images, job, out):
+    model = {"tflite": TFLiteFile, "onnx": OnnxFile}[unit["format"]](unit["path"])
+    if unit["cost"]:
+        # Counted first, on a fresh session, so the counted calls follow the same history in every process
+        # (ONNX Runtime's allocator work inside a call varies with it; see region_cost on the host).
+        run = model.invoker(images[0])  # the file's first image, whichever share this process has
         run()  # warm-up: weight packing, lazy allocation; its region is dropped by the host
         for _ in range(job["repeats"]):
             run()
+    if unit["stop"] > unit["start"]:
+        np.save(out / f"outputs-{index}.npy", model.predict(images[unit["start"]:unit["stop"]], unit["batch"]))
 
 
 def main():
     job = json.loads(Path(sys.argv[1]).read_text())
     out = Path(job["out"])
-    images = np.load(job["images"])
+    arrays = {}
     status = []
-    for index, (path, fmt) in enumerate(job["files"]):
+    for index, unit in enumerate(job["files"]):
         start, regions = time.time(), _closed[0]
         try:
-            one_file(index, path, fmt, images, job, out)
+            images = arrays.setdefault(unit["images"], np.load(unit["images"], mmap_mode="r"))
+            one_file(index, unit, images, job, out)
             status.append({"error": None})
         except Exception as exc:  # one file failing must not hide the others; the host reports it
             line = (str(exc).strip().splitlines() or [""])[0][:300]

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from pocketml.benchmarks.devices import DeviceRun, DeviceStatus, cache_dir
+from pocketml.benchmarks.devices import DeviceRun, DeviceStatus, cache_dir, per_array
 from pocketml.benchmarks.devices.chromium import BrowserError, Chromium, chromium_path, chromium_version
 from pocketml.export import web_bundle
 from pocketml.export.serve import serving
@@ -134,10 +134,13 @@ def one_file(browser: Chromium, url: str, name: str, count: int, cost: bool, thr
     return run
 
 
-def run(files: list[Path], formats: list[str], images: np.ndarray, variant: str = DEFAULT_VARIANT, *,
-        cost: bool = True) -> list[DeviceRun]:
-    """One DeviceRun per file, in order: outputs on `images` (uint8 [N,H,W,3] RGB) and, with `cost`,
-    latency at 1 and N WASM threads. A file the browser cannot run gets its error, the others go on."""
+def run(files: list[Path], formats: list[str], images: np.ndarray | list[np.ndarray], variant: str = DEFAULT_VARIANT,
+        *, cost: bool = True) -> list[DeviceRun]:
+    """One DeviceRun per file, in order: outputs on `images` (uint8 [N,H,W,3] RGB, or one such array per file)
+    and, with `cost`, latency at 1 and N WASM threads. A file the browser cannot run gets its error, the
+    others go on."""
+    if isinstance(images, list):
+        return per_array(run, files, formats, images, variant=variant, cost=cost)
     state = status(variant)
     if not state.ready:
         raise PocketMLError("the web device is not ready: " + "; ".join(state.missing))

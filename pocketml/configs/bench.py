@@ -26,6 +26,9 @@ class BenchConfig:
     # Devices that also run every file they can: "arm64" (emulated cortex-a76), "arm64:neoverse-n1", "web".
     # Each adds its verdict and cost per file; the platforms it stands for are then ranked by its cost.
     devices: list[str] = field(default_factory=list)
+    # A file whose outputs on a device differ from the host's is judged there on the images its outcome could
+    # change ("guided", benchmarks/on_device.py; the others keep their host outputs) or on "all" of them.
+    device_images: Literal["guided", "all"] = "guided"
 
     def __post_init__(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):
@@ -34,6 +37,8 @@ class BenchConfig:
             raise PocketMLError(f"min_time_s = {self.min_time_s}, min_runs = {self.min_runs}, max_runs = "
                                 f"{self.max_runs}, block_runs = {self.block_runs}: need min_time_s >= 0, "
                                 "min_runs >= 1, max_runs >= min_runs and block_runs >= 1")
+        if self.device_images not in ("guided", "all"):
+            raise PocketMLError(f"device_images = {self.device_images!r} is not accepted; give \"guided\" or \"all\"")
         if self.warmup_runs < 0 or self.memory_runs < 1:
             raise PocketMLError(f"warmup_runs = {self.warmup_runs} and memory_runs = {self.memory_runs}: "
                                 "need warmup_runs >= 0 and memory_runs >= 1")

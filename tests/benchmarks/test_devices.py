@@ -44,23 +44,28 @@ def test_cpuinfo_text_describes_the_chosen_core_as_an_arm64_kernel_does():
     assert "0xd0c" in arm64.cpuinfo_text(arm64.CORES["neoverse-n1"])
 
 
-def test_instruction_regions_drop_the_warm_up_and_report_the_median_and_spread():
-    regions = arm64.parse_regions("900 10 1\n1000 400 30\n1003 401 30\n1001 400 30\n")
+def test_instruction_regions_drop_the_warm_up_and_report_the_fewest_and_spread():
+    regions = arm64.parse_regions("900 10 1\n1003 401 31\n1000 400 30\n1001 400 30\n")
     cost = arm64.region_cost(regions)
-    assert cost == {"instructions": 1001, "simd": 400, "dot": 30, "threads": 1, "repeats": 3,
-                    "spread": pytest.approx(3 / 1001)}
+    assert cost == {"instructions": 1000, "simd": 400, "dot": 30, "threads": 1, "repeats": 3,
+                    "spread": pytest.approx(3 / 1000)}
     assert arm64.region_cost(regions[:1]) == {}
     with pytest.raises(PocketMLError, match="line 2 is not 'total simd dot'"):
         arm64.parse_regions("1 2 3\n1 2\n")
 
 
-def test_files_are_dealt_to_processes_largest_first(tmp_path):
-    files = []
-    for name, size in (("a", 10), ("b", 1000), ("c", 400), ("d", 500)):
-        (tmp_path / name).write_bytes(b"x" * size)
-        files.append(tmp_path / name)
-    assert arm64.split_files(files, 2) == [[1], [0, 2, 3]]
-    assert arm64.split_files(files[:1], 4) == [[0]]
+def test_every_file_is_shared_out_over_the_processes_and_each_cost_counted_once():
+    groups = arm64.deal([10, 3, 1], workers=2, cost=True)
+    assert len(groups) == 2
+    for file, count in enumerate([10, 3, 1]):  # each file's images, once, in order, over the processes
+        shares = sorted((u.start, u.stop) for group in groups for u in group if u.file == file and u.stop > u.start)
+        assert shares[0][0] == 0 and shares[-1][1] == count
+        assert all(a[1] == b[0] for a, b in zip(shares, shares[1:], strict=False))
+        assert sum(u.cost for group in groups for u in group if u.file == file) == 1  # counted in one process
+    assert [u.file for u in groups[1] if u.cost] == [1]  # the costed calls are spread too: file f in process f % 2
+    assert sum(u.stop - u.start for u in groups[0]) in (7, 8)  # balanced by images, not by file
+    assert arm64.deal([5], workers=8, cost=False) == [[arm64.Unit(0, i, i + 1, False)] for i in range(5)]
+    assert not any(u.cost for group in arm64.deal([4, 4], workers=2, cost=False) for u in group)
 
 
 def test_status_of_an_empty_cache_lists_every_step(monkeypatch, tmp_path):
@@ -103,6 +108,54 @@ def test_host_comparison_says_bit_identical_or_by_how_much():
     moved = on_device.host_comparison(host + np.float32(2e-7), host)
     assert not moved["bit_identical"] and moved["max_abs_diff"] == pytest.approx(2e-7, rel=0.1)
     assert moved["max_abs_diff"] <= on_device.HOST_EPSILON
+
+
+def plan_for(precision: str, host: np.ndarray, reference: np.ndarray, moved: float, every_image: bool = False):
+    from pocketml.export.judge import Judge
+
+    sample = np.array([0, 1])
+    on_sample = host[sample] + np.float32(moved) * np.array([1, -1], np.float32)
+    entry = on_device.Entry(None, "tflite", precision, {})
+    judge = Judge(np.zeros((len(host), 2, 2, 3), np.uint8), reference, None)
+    return on_device.DevicePlan(entry, host, sample, on_sample, judge, every_image)
+
+
+def test_a_file_that_differs_runs_on_the_device_the_images_whose_outcome_could_change():
+    # int8 (agreement only): images 2..9 clear, image 5 a near tie on the host; the sample moved outputs by 0.02
+    host = np.array([[0.9, 0.1]] * 10, np.float32)
+    host[5] = [0.52, 0.48]
+    plan = plan_for("int8", host, host.copy(), moved=0.02)
+    assert plan.reach == pytest.approx(on_device.REACH * 0.02)
+    assert list(plan.rest) == [5] and not plan.every  # 0.04 < 2 x reach: the top two could cross there
+    merged = plan.outputs(np.array([[0.4, 0.6]], np.float32))
+    assert merged[5].tolist() == pytest.approx([0.4, 0.6]) and merged[0].tolist() == pytest.approx([0.92, 0.08])
+    assert merged[7].tolist() == pytest.approx(host[7].tolist())  # not run there: its host output stands
+    assert "judged on the device on 3 of 10" in plan.basis(10)
+    assert list(plan_for("int8", host, host.copy(), moved=0.01, every_image=True).rest) == list(range(2, 10))
+
+
+def test_a_sample_that_barely_moved_still_leaves_room_for_a_sparse_move_elsewhere():
+    # int8 outputs move in sparse steps: a sample moved by 1e-4 says little about the other images, so the
+    # reach is at least a quarter of what the precision may move (0.2 / 4), and a 0.08 margin is at risk
+    host = np.array([[0.9, 0.1]] * 10, np.float32)
+    host[7] = [0.54, 0.46]
+    plan = plan_for("int8", host, host.copy(), moved=1e-4)
+    assert plan.reach == pytest.approx(on_device.MOVE_SHARE * 0.2) and list(plan.rest) == [7]
+
+
+def test_images_near_a_bound_of_the_budget_run_on_the_device_too():
+    # fp32 allows max|dp| 1e-4: image 6 already moved 9e-5 from Keras on the host, so a 4e-5 reach could cross it
+    reference = np.array([[0.9, 0.1]] * 10, np.float32)
+    host = reference.copy()
+    host[6] += np.float32(9e-5) * np.array([1, -1], np.float32)
+    assert list(plan_for("fp32", host, reference, moved=1e-5).rest) == [6]
+
+
+def test_when_most_images_are_at_risk_every_image_runs_on_the_device():
+    host = np.array([[0.51, 0.49]] * 10, np.float32)
+    plan = plan_for("int8", host, host.copy(), moved=0.01)
+    assert plan.every and list(plan.rest) == list(range(2, 10))
+    assert "all 10 evaluation images" in plan.basis(10)
 
 
 def point(ms, instructions, family="f"):

@@ -150,6 +150,17 @@ def test_dynamic_int8_runs_agrees_and_warns(exported: dict, eval_images, keras_p
     assert np.abs(got - keras_probs).mean() <= 0.2
 
 
+def test_a_file_quantising_at_run_time_is_judged_one_image_at_a_time_as_an_app_runs_it(exported, eval_images) -> None:
+    # Its activation scale spans the whole input tensor: in a batch each image's outputs depend on the others.
+    predictor = xo.load(exported["int8-dynamic"][0])
+    alone = np.concatenate([predictor.session.run(None, {predictor._input: eval_images[i:i + 1].astype(np.float32)})[0]
+                            for i in range(len(eval_images))])
+    batched = predictor.session.run(None, {predictor._input: eval_images.astype(np.float32)})[0]
+    assert np.abs(batched - alone).max() > 1e-4  # why: batching moves the outputs of this file
+    assert np.array_equal(predictor.predict(eval_images), alone)
+    assert xo.load(exported["int8"][0]).batch == xo.PREDICT_BATCH  # a static file keeps batching
+
+
 def test_metadata_props_carry_labels_spec_and_input(exported: dict, spec: ModelSpec) -> None:
     for precision, (path, _) in exported.items():
         metadata = xo.read_metadata(path)
