@@ -186,15 +186,46 @@ def _static_int8(model, spec: ModelSpec, precision: str, out_path: Path, calibra
 
 def float32_model(model, spec: ModelSpec, opset: int = OPSET):
     """The classifier as export/graph.py traces it, as an fp32 ONNX ModelProto with input `image`
-    [N,H,W,3] and output `probabilities` (from_keras fails on Sequential models)."""
+    [N,H,W,3] and output `probabilities` (from_keras fails on Sequential models). The graph is frozen
+    first, as TFLite's is: tf2onnx's from_function left the constants a layer computes when it is built
+    (keras.applications EfficientNet's Normalization mean and variance) as extra graph inputs."""
     import tf2onnx
-    from pocketml.export.graph import input_signature, traced
+    from pocketml.export.graph import frozen_function
 
-    signature = [input_signature(spec.image_size, batch=None)]
-    proto, _ = tf2onnx.convert.from_function(traced(model), input_signature=signature, opset=opset)
+    frozen = frozen_function(model, spec.image_size, batch=None)
+    proto, _ = tf2onnx.convert.from_graph_def(inlinable(frozen.graph.as_graph_def()), opset=opset,
+                                              input_names=[t.name for t in frozen.inputs],
+                                              output_names=[t.name for t in frozen.outputs],
+                                              custom_op_handlers={"Erfc": (erfc_as_one_minus_erf, [])})
     rename_value(proto, proto.graph.input[0].name, INPUT_NAME)
     rename_value(proto, proto.graph.output[0].name, OUTPUT_NAME)
     return proto
+
+
+NO_INLINE_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline")
+
+
+def inlinable(graph_def):
+    """`graph_def` without the marks that keep a function call from being inlined. Keras' TensorFlow backend
+    runs a grouped convolution (ConvNeXt's depthwise Conv2D(groups=channels)) in a jit_compile
+    function, which tf2onnx left as a StatefulPartitionedCall no ONNX runtime has; inlined, it is a Conv."""
+    calls = [node for node in graph_def.node if node.op in ("StatefulPartitionedCall", "PartitionedCall")]
+    for holder in [*calls, *graph_def.library.function]:
+        for attr in NO_INLINE_ATTRS:
+            if attr in holder.attr:
+                del holder.attr[attr]
+    return graph_def
+
+
+def erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler: TensorFlow's exact GELU (ConvNeXt) computes erfc, which ONNX lacks; 1 - erf(x)."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    one = ctx.make_const(utils.make_name("one"), np.array(1, np.float32)).output[0]
+    minus = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{node.name}_erfc"))
+    ctx.replace_inputs(minus, [one, node.output[0]])
+    return node
 
 
 def folded(proto):

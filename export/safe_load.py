@@ -23,6 +23,7 @@ H5_SUFFIXES = (".h5", ".hdf5")
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVING_SIGNATURES = ("serving_default", "serve")  # tf.saved_model.save's default, then Keras export()'s
 STOCK_MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
+APPLICATIONS_MODULE = "keras.src.applications."  # where Keras defines the layers of its own application models
 # Stateful kernels a serving graph may use: its own variables, function calls, control flow and
 # random numbers. Any other stateful kernel (ReadFile, WriteFile, PyFunc, PrintV2 to a file, ...)
 # is refused: converting must not read or write anything the model names.
@@ -80,7 +81,23 @@ def is_stock(entry: dict) -> bool:
     # "package>Name" for registered user classes; tf.keras 2 files have neither key.
     if entry.get("registered_name") not in (None, name) or (module is not None and not str(module).startswith("keras")):
         return False
-    return name in STOCK_MODEL_CLASSES or isinstance(getattr(keras.layers, name, None), type)
+    return name in STOCK_MODEL_CLASSES or isinstance(getattr(keras.layers, name, None), type) or application_layer(module, name)
+
+
+def application_layer(module: str | None, name: str) -> bool:
+    """A layer class of a keras.applications model, defined in the installed Keras's own module for it
+    (ConvNeXt's LayerScale, InceptionResNetV2's CustomScaleLayer): Keras code, not code from the file."""
+    import importlib
+
+    import keras
+
+    if not (module or "").startswith(APPLICATIONS_MODULE) or not module[len(APPLICATIONS_MODULE):].isidentifier():
+        return False
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and issubclass(found, keras.layers.Layer)
 
 
 def lambda_function_name(entry: dict) -> str | None:

@@ -150,6 +150,28 @@ def test_dynamic_int8_runs_agrees_and_warns(exported: dict, eval_images, keras_p
     assert np.abs(got - keras_probs).mean() <= 0.2
 
 
+def test_grouped_convolutions_exact_gelu_and_built_in_constants_convert(tmp_path) -> None:
+    # ConvNeXt's depthwise Conv2D(groups=channels) runs in an XLA function, its GELU computes erfc, and
+    # EfficientNet's Normalization mean and variance are constants made when the layer is built: each once
+    # broke the ONNX file (a call no runtime has, an op ONNX lacks, inputs nobody feeds).
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 3500.0, 3400.0])(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", groups=8, activation="gelu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    proto = xo.float32_model(model, ModelSpec(labels=("a", "b"), image_size=(16, 16)))
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert {n.op_type for n in proto.graph.node} >= {"Conv", "Erf"} and "StatefulPartitionedCall" not in {
+        n.op_type for n in proto.graph.node}
+    images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    got = xo.session_outputs(proto, images)
+    assert np.abs(got - model.predict(images, verbose=0)).max() < 1e-5
+
+
 def test_a_file_quantising_at_run_time_is_judged_one_image_at_a_time_as_an_app_runs_it(exported, eval_images) -> None:
     # Its activation scale spans the whole input tensor: in a batch each image's outputs depend on the others.
     predictor = xo.load(exported["int8-dynamic"][0])

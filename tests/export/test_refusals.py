@@ -185,6 +185,21 @@ def test_a_custom_layer_needs_custom_objects(tmp_path):
     assert source.spec.num_classes == 2
 
 
+def test_the_layers_keras_defines_for_its_own_applications_load_and_nothing_else_passes_as_them():
+    from pocketml.export.safe_load import is_stock
+
+    def entry(module, name):
+        return {"module": module, "class_name": name, "registered_name": name, "config": {}}
+
+    assert is_stock(entry("keras.src.applications.convnext", "LayerScale"))  # ConvNeXt
+    assert is_stock(entry("keras.src.applications.inception_resnet_v2", "CustomScaleLayer"))
+    assert not is_stock(entry("keras.src.applications.convnext", "ConvNeXtTiny"))  # a function, not a layer class
+    assert not is_stock(entry("keras.src.applications.no_such_model", "LayerScale"))
+    assert not is_stock(entry("keras.src.saving.saving_lib", "LayerScale"))  # only the applications' modules
+    assert not is_stock(entry("keras.src.applications.convnext.os", "LayerScale"))  # no path out of them
+    assert not is_stock(entry("user_code", "LayerScale"))
+
+
 def test_tf_keras_2_raw_ops_and_weights_only_files_are_named(tmp_path):
     path = tmp_path / "tfop.h5"
     tiny_classifier().save(path)
