@@ -72,6 +72,13 @@ FAMILIES = [
 ]
 
 
+# What a family does not convert to yet, and the reason its file is failed with (a fix makes the test fail
+# here, so the entry goes). ConvNeXt's depthwise convolutions are Conv2D(groups=channels), which Keras'
+# TensorFlow backend runs in an XLA function; coremltools' TF frontend does not convert the call (TFLite
+# inlines it, and the ONNX path drops the no-inline marks first: export/onnx.py inlinable).
+KNOWN_GAPS = {("ConvNeXtTiny", "coreml"): "StatefulPartitionedCall"}
+
+
 def _family_id(family) -> str:
     name, size, preprocess, kwargs = family
     inside = {True: "+own-preprocessing", False: "-own-preprocessing"}.get(kwargs.get("include_preprocessing"), "")
@@ -98,6 +105,10 @@ def test_every_keras_applications_family_exports_to_all_three_formats_with_a_ver
     manifest = ExportManifest.load(tmp_path / "export")
     assert sorted(a.name for a in manifest.artifacts) == sorted(f"{f}-{p}" for f in FORMATS for p in ("fp32", "fp16"))
     for artifact in manifest.artifacts:
+        gap = KNOWN_GAPS.get((name, artifact.format))
+        if gap:
+            assert artifact.status == "failed" and gap in artifact.reason, (artifact.name, artifact.reason)
+            continue
         assert artifact.status == "exported", (artifact.name, artifact.reason)
         assert artifact.parity.status in ("passed", "failed", "too few images"), (artifact.name, artifact.parity)
         if artifact.precision == "fp32":
