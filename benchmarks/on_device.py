@@ -12,8 +12,8 @@ emulated core is ~300-700x slower than this machine), so bench owns a sampling p
    a flip needs the top two to cross), and those within the reach of a bound of the precision's budget.
    The other images keep their host outputs; the record says how many ran where, and the assumption (the
    device moves no other output by more than the reach) is measured by benchmarks/arm64_bench.py against
-   judging every image on the device. With
-   `device_images = "all"` (`--device-images all`) every evaluation image runs on the device.
+   judging every image on the device. With `device_images = "all"` (`--device-images all`) every
+   evaluation image runs on the device.
 A file failing on a device is failed there and never recommended for the platforms that device stands for.
 """
 
@@ -40,9 +40,9 @@ HOST_EPSILON = 1e-5
 # How far the device may move an output of an image the sample did not include: REACH x the sample's largest
 # move, and at least MOVE_SHARE of what the file's precision itself may move a probability (its ambiguous
 # margin). Moves are sparse: on the demo's Lite0 export the ONNX int8 file moved no sample output by more
-# than 4e-4 on the device but one other image by 0.009, so the sample alone cannot bound them. Measured over
+# than 6e-4 on the device but one other image by 0.009, so the sample alone cannot bound them. Measured over
 # every evaluation image on the device (benchmarks/arm64_bench.py prints it): int8 files moved at most
-# 0.025 (a quantised file may move 0.2), fp16 ONNX 0.013 (fp16 may move 0.1).
+# 0.025 (a quantised file may move 0.2), fp16 ONNX files 0.025 (fp16 may move 0.1).
 REACH = 4.0
 MOVE_SHARE = 0.25
 # Guided judging runs every image on the device once more than this share of them is at risk anyway.
@@ -184,9 +184,9 @@ class DevicePlan:
 
     def __init__(self, entry: Entry, host: np.ndarray, sample: np.ndarray, on_sample: np.ndarray, judge,
                  every_image: bool) -> None:
-        self.entry, self.host, self.sample, self.on_sample = entry, host, sample, on_sample
         from pocketml.export.tolerances import tolerance_for
 
+        self.entry, self.host, self.sample, self.on_sample = entry, host, sample, on_sample
         self.tolerance = tolerance_for(entry.precision) if entry.precision in PRECISIONS else None
         moves = np.abs(on_sample.astype(np.float64) - host[sample].astype(np.float64))
         self.moved, self.mean_moved = float(moves.max()), float(moves.mean())
