@@ -55,11 +55,18 @@ class DeviceRun:
     error: str | None = None  # one line: why the file could not run there
 
 
+def arrays_per_file(images: np.ndarray | list[np.ndarray], files: int) -> list[np.ndarray]:
+    """A run's `images` as one array per file (one array given: the same for every file)."""
+    arrays = list(images) if isinstance(images, list) else [images] * files
+    if len(arrays) != files:
+        raise PocketMLError(f"{len(arrays)} image arrays for {files} files; give one array, or one per file")
+    return arrays
+
+
 def per_array(run, files: list[Path], formats: list[str], images: list[np.ndarray], **kwargs) -> list[DeviceRun]:
     """A device `run` that takes one image array for all its files, given one array per file: one call per
     distinct array (files sharing an array run together), the results back in the files' order."""
-    if len(images) != len(files):
-        raise PocketMLError(f"{len(images)} image arrays for {len(files)} files; give one array, or one per file")
+    images = arrays_per_file(images, len(files))
     groups: dict[int, list[int]] = {}
     for index, array in enumerate(images):
         groups.setdefault(id(array), []).append(index)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pocketml.benchmarks.devices import DeviceRun, DeviceStatus, cache_dir
+from pocketml.benchmarks.devices import DeviceRun, DeviceStatus, arrays_per_file, cache_dir
 
 from pocketml.errors import PocketMLError
 from pocketml.fsutil import atomic_write_text
@@ -357,9 +357,7 @@ def run(files: list[Path], formats: list[str], images: np.ndarray | list[np.ndar
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise PocketMLError(f"arm64 runs {', '.join(FORMATS)} files; not {', '.join(unknown)}")
-    per_file = list(images) if isinstance(images, list) else [images] * len(files)
-    if len(per_file) != len(files):
-        raise PocketMLError(f"{len(per_file)} image arrays for {len(files)} files; give one array, or one per file")
+    per_file = arrays_per_file(images, len(files))
     cache = cache_dir(KIND)
     batches = [images_per_run(files[i], formats[i]) for i in range(len(files))]
     groups = deal([len(a) for a in per_file], workers or os.cpu_count() or 1, cost)
@@ -382,7 +380,7 @@ def run(files: list[Path], formats: list[str], images: np.ndarray | list[np.ndar
             log = open(out / "log.txt", "w")  # noqa: SIM115 - closed after the process ends
             processes.append((group, out, log, subprocess.Popen(
                 guest_command(cache, variant, out / "job.json", counts), stdout=log, stderr=subprocess.STDOUT)))
-        parts: dict[int, list[tuple[Unit, DeviceRun]]] = {i: [] for i in range(len(files))}
+        parts: dict[int, list[tuple[Unit, Share]]] = {i: [] for i in range(len(files))}
         for group, out, log, process in processes:
             try:
                 process.wait(timeout=PROCESS_TIMEOUT_S)
@@ -405,7 +403,7 @@ def images_per_run(path: Path, fmt: str) -> int:
     return onnx_batch(read_graph(path))
 
 
-def joined(parts: list[tuple[Unit, DeviceRun]], images: np.ndarray) -> DeviceRun:
+def joined(parts: list[tuple[Unit, Share]], images: np.ndarray) -> DeviceRun:
     """One file's DeviceRun from its processes' shares: outputs in image order, the cost of the process
     that counted it, every note; the first error fails the file."""
     parts = sorted(parts, key=lambda part: part[0].start)
